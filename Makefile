@@ -1,0 +1,28 @@
+# Two commands do everything: `make study` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RESULTS ?= results
+STUDY_PROFILE ?= quick
+
+.PHONY: install test study bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+	STUDY_PROFILE=quick $(PY) -m pytest --nbval-lax --sanitize-with notebooks/sanitize.cfg notebooks
+
+study: install
+	STUDY_PROFILE=$(STUDY_PROFILE) $(PY) -m measure.study --results $(RESULTS)
+
+clean:
+	rm -rf $(VENV) $(RESULTS)

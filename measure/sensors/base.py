@@ -1,0 +1,77 @@
+"""The one small interface every power/utilisation sensor implements.
+
+A sensor is opened once (probing the hardware), read many times by the
+recorder, and closed.  ``read()`` returns a flat mapping from *channel* to
+value, where a channel is ``"<domain>.<metric>"`` with the unit in the metric
+name (``gpu0.energy_j``, ``package-0.power_w``, ``process.rss_mb``).  The set of
+channels is fixed when the sensor opens (``channels``), so every line of a
+``power_metrics.json`` has the same keys.
+
+Where the hardware is missing, ``probe`` functions return ``Unavailable`` with
+a one-line reason instead of raising.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, runtime_checkable
+
+MEASURED = "measured"
+ESTIMATED = "estimated"
+
+
+class SensorError(RuntimeError):
+    """A read failed mid-run (GPU lost, RAPL read error): recorded as a gap."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a sensor could not be opened on this machine (one line)."""
+
+    sensor: str
+    reason: str
+
+    available = False
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What one domain of a sensor measures, for ``meta.json``.
+
+    ``counter_wrap_j`` is the value at which a cumulative energy counter wraps
+    back to zero (RAPL's ``max_energy_range_uj``), ``None`` for counters that
+    do not wrap in practice (NVML's 64-bit mJ counter) or when the domain has
+    no counter.
+    """
+
+    name: str
+    sensor: str
+    source: str  # MEASURED or ESTIMATED
+    channels: tuple[str, ...]
+    counter_wrap_j: float | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "sensor": self.sensor,
+            "source": self.source,
+            "channels": list(self.channels),
+            "counter_wrap_j": self.counter_wrap_j,
+            **dict(self.details),
+        }
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    name: str
+    available: bool  # always True for an opened sensor
+
+    @property
+    def domains(self) -> tuple[Domain, ...]: ...
+
+    @property
+    def channels(self) -> tuple[str, ...]: ...
+
+    def read(self) -> dict[str, float | None]:
+        """One reading of every channel; raise ``SensorError`` on failure."""
+
+    def close(self) -> None: ...
