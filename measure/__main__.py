@@ -1,0 +1,121 @@
+"""Command line: ``python -m measure run MODEL [options]`` and ``python -m measure sensors``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .models import BUILDERS, ModelError
+from .protocol import Plan, run_study
+from .runtree import RunTreeError
+
+
+def int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard index must be in 0..{count - 1}, got {text}")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m measure", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run", help="measure a model over a sweep of input sizes",
+        description="Measure the energy and latency of MODEL's inference over input sizes, "
+                    "writing OUT/input_<size>/run_<k>/{power_metrics.json, latency.csv, meta.json}.")
+    run.add_argument("model", choices=sorted(BUILDERS), metavar="MODEL",
+                     help=f"one of: {', '.join(sorted(BUILDERS))}")
+    run.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
+                     help="input sizes: image side in pixels (alexnet, resnet50) or tokens (bert, at most 510); "
+                          "default: the seed study's sweep")
+    run.add_argument("--iters", type=positive_int, dest="iterations", metavar="N",
+                     help="timed inferences per run (default: the seed's, e.g. 5000 for resnet50)")
+    run.add_argument("--runs", type=positive_int, metavar="R", help="runs per input size (default 10)")
+    run.add_argument("--warmup", type=non_negative_int, metavar="N",
+                     help="untimed inferences before each run's window (default 50)")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="output folder (default: runs/<model>); must be empty, absent, or a run tree")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:<i> or auto (default: cuda if present)")
+    run.add_argument("--period", type=positive_float, dest="period_s", metavar="S",
+                     help="background sampling period in seconds (default 0.1)")
+    run.add_argument("--idle-seconds", type=positive_float, dest="idle_s", metavar="S",
+                     help="seconds of idle power measured before the study (default 5, 1 with --quick)")
+    run.add_argument("--quick", action="store_true",
+                     help="a short sweep (fewer sizes, iterations and runs) that takes about a minute on a CPU")
+    run.add_argument("--resume", action="store_true",
+                     help="complete an existing run tree: redo missing or incomplete runs, keep complete ones")
+    run.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n",
+                     help="measure only the i-th of n interleaved shares of the (size, run) cells")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    commands.add_parser("sensors", help="list the sensors found on this machine and why others are missing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sensors":
+            return show_sensors()
+        plan = Plan.from_preset(args.model, quick=args.quick, sizes=args.sizes, iterations=args.iterations,
+                                runs=args.runs, warmup=args.warmup, device=args.device,
+                                period_s=args.period_s, idle_s=args.idle_s)
+        out = args.out or Path("runs") / args.model
+        run_study(plan, out, resume=args.resume, shard=args.shard, progress=not args.no_progress)
+    except (ModelError, RunTreeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: complete runs are kept; rerun with --resume to finish", file=sys.stderr)
+        return 130
+    print(f"run tree written to {out}")
+    return 0
+
+
+def show_sensors() -> int:
+    from .sensors import open_sensors
+
+    sensors, unavailable = open_sensors(gpu=True)
+    for sensor in sensors:
+        for domain in sensor.domains:
+            print(f"{domain.name:16} {domain.source:9} {sensor.name:8} {', '.join(domain.channels)}")
+    for name, reason in unavailable.items():
+        print(f"{name:16} unavailable: {reason}")
+    for sensor in sensors:
+        sensor.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

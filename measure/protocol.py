@@ -1,0 +1,270 @@
+"""The inference protocol: warm-up, a timed loop inside an exact energy window, sweeps.
+
+This is the only module that runs models. For every cell (input size, run) it
+warms the model up outside the window, starts the recorder, times each
+inference (synchronising the GPU before reading the clock), stops the recorder
+right after the last one and writes ``latency.csv`` and ``meta.json``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import runtree
+from .models import LoadedModel, ModelError, count_flops, count_params, load_model
+from .recorder import Recorder
+from .sensors import open_sensors
+from .sensors.base import Sensor
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Preset:
+    sizes: tuple[int, ...]
+    iterations: int
+    runs: int = 10
+    warmup: int = 50
+    iterations_at: dict[int, int] = field(default_factory=dict)  # per-size overrides
+
+
+# The seed study's protocol, and a quick one that runs in about a minute on a 2-core CPU.
+PRESETS = {
+    "alexnet": Preset((224,), 4000),
+    "resnet50": Preset((8, 32, 64, 128, 256, 512, 1024, 2048, 4096), 5000, iterations_at={4096: 1000}),
+    "bert": Preset(tuple(range(50, 501, 50)), 1000),
+}
+QUICK_PRESETS = {
+    "alexnet": Preset((224,), 40, runs=5, warmup=5),
+    "resnet50": Preset((32, 64, 128, 224), 15, runs=3, warmup=3),
+    "bert": Preset((50, 100, 200, 300), 5, runs=3, warmup=2),
+}
+
+
+@dataclass
+class Plan:
+    """Everything that defines a study; recorded in ``study.json``."""
+
+    model: str
+    sizes: list[int]
+    iterations: int
+    runs: int
+    warmup: int
+    device: str = "auto"
+    period_s: float = 0.1
+    idle_s: float = 5.0
+    iterations_at: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, model: str, quick: bool = False, **overrides) -> "Plan":
+        presets = QUICK_PRESETS if quick else PRESETS
+        if model not in presets:
+            raise ModelError(f"unknown model {model!r}; choose from {', '.join(presets)}")
+        preset = presets[model]
+        plan = cls(model, list(preset.sizes), preset.iterations, preset.runs, preset.warmup,
+                   idle_s=1.0 if quick else 5.0, iterations_at=dict(preset.iterations_at))
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(plan, name, value)
+        if overrides.get("iterations") is not None:
+            plan.iterations_at = {}  # an explicit --iters applies to every size
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        if not self.sizes or any(size <= 0 for size in self.sizes):
+            raise ValueError(f"input sizes must be positive integers, got {self.sizes}")
+        for name in ("iterations", "runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name[:5] if name == 'iterations' else name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.period_s <= 0:
+            raise ValueError(f"--period must be positive, got {self.period_s}")
+
+    def iterations_for(self, size: int) -> int:
+        return self.iterations_at.get(size, self.iterations)
+
+    def cells(self) -> Iterator[tuple[int, int]]:
+        for size in self.sizes:
+            for run in range(self.runs):
+                yield size, run
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:<i> or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use cpu, cuda, cuda:<i> or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available here")
+    return device
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def timed_loop(module: torch.nn.Module, inputs: dict, iterations: int, sync: Callable[[], None]) -> np.ndarray:
+    """Latency of each of ``iterations`` forward passes, in seconds."""
+    latencies = np.empty(iterations)
+    clock = time.perf_counter
+    for i in range(iterations):
+        start = clock()
+        module(**inputs)
+        sync()
+        latencies[i] = clock() - start
+    return latencies
+
+
+def host_info(device: torch.device, sensors: Sequence[Sensor]) -> dict:
+    import torchvision
+    import transformers
+
+    gpus = [
+        {"index": d.details.get("index"), "name": d.details.get("name"), "driver": d.details.get("driver")}
+        for s in sensors for d in s.domains if d.sensor == "nvml"
+    ]
+    if device.type == "cuda" and not gpus:
+        gpus = [{"index": device.index or 0, "name": torch.cuda.get_device_name(device), "driver": None}]
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+@dataclass
+class Session:
+    """What a study needs while it runs: the model on its device and the open sensors."""
+
+    plan: Plan
+    out: Path
+    loaded: LoadedModel
+    device: torch.device
+    sensors: list[Sensor]
+    unavailable: dict[str, str]
+    idle_power_w: dict[str, dict]
+    host: dict
+
+    @property
+    def sensors_meta(self) -> dict:
+        return {d.name: d.describe() for s in self.sensors for d in s.domains}
+
+
+def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, int] = (0, 1),
+              sensors: tuple[list[Sensor], dict[str, str]] | None = None, progress: bool = True) -> Path:
+    """Measure every cell of ``plan`` (or the ``shard``'s share) into the run tree ``out``."""
+    from tqdm.auto import tqdm
+
+    out = runtree.prepare_out(out)
+    device = resolve_device(plan.device)
+    todo = [cell for i, cell in enumerate(plan.cells()) if i % shard[1] == shard[0]]
+    if resume:
+        todo = [cell for cell in todo if not runtree.is_complete(runtree.run_dir(out, *cell))]
+    else:
+        done = [cell for cell in todo if runtree.run_dir(out, *cell).exists()]
+        if done:
+            raise runtree.RunTreeError(f"{out} already holds runs (first: input_{done[0][0]}/run_{done[0][1]}); "
+                                       "pass --resume to complete it or choose another --out")
+    loaded = load_model(plan.model)
+    for size in plan.sizes:
+        try:
+            loaded.check_size(size)
+        except ModelError:
+            if len(plan.sizes) == 1:
+                raise
+    opened, unavailable = sensors if sensors is not None else open_sensors(gpu=True)
+    session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
+    runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
+    loaded.module.to(device)
+    session.idle_power_w = measure_idle(session)
+    bar = tqdm(todo, desc=f"{plan.model}", unit="run", disable=not progress)
+    flops: dict[int, int | None] = {}
+    for size, run in bar:
+        bar.set_postfix_str(f"input {size}, run {run}")
+        measure_cell(session, size, run, flops)
+    bar.close()
+    return out
+
+
+def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | None]) -> dict:
+    """Measure one (input size, run) cell; a failure is recorded, never raised."""
+    plan, loaded = session.plan, session.loaded
+    folder = runtree.run_dir(session.out, size, run)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (runtree.SAMPLES_FILE, runtree.LATENCY_FILE):
+        (folder / stale).unlink(missing_ok=True)
+    meta = {
+        "schema": SCHEMA, "status": runtree.RUNNING, "reason": None,
+        "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
+        "run": run, "iterations": plan.iterations_for(size), "warmup": plan.warmup,
+        "device": str(session.device), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
+        "params": count_params(loaded.module), "flops_per_inference": None,
+        "period_s": plan.period_s, "sensors": session.sensors_meta, "unavailable": session.unavailable,
+        "idle_power_w": session.idle_power_w, "window": None, "host": session.host,
+        "stop_reason": f"fixed protocol: {plan.runs} runs",
+    }
+    runtree.write_json(folder / runtree.META_FILE, meta)
+    sync = synchronizer(session.device)
+    try:
+        inputs = loaded.inputs(size, session.device)
+        meta["input_shape"] = list(next(iter(inputs.values())).shape)
+        if size not in flops:
+            flops[size] = count_flops(loaded.module, inputs)
+        meta["flops_per_inference"] = flops[size]
+        with torch.inference_mode():
+            timed_loop(loaded.module, inputs, plan.warmup, sync)
+            sync()
+            recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s)
+            recorder.start()
+            try:
+                latencies = timed_loop(loaded.module, inputs, meta["iterations"], sync)
+            finally:
+                window = recorder.stop()
+        meta["window"] = window.describe()
+        runtree.write_latencies(folder / runtree.LATENCY_FILE, latencies)
+        meta["status"] = runtree.COMPLETE
+    except (ModelError, RuntimeError, ValueError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        meta["status"], meta["reason"] = runtree.FAILED, one_line(error)
+        if session.device.type == "cuda":
+            torch.cuda.empty_cache()
+    runtree.write_json(folder / runtree.META_FILE, meta)
+    return meta
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
