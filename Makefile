@@ -22,7 +22,7 @@ test: install
 	STUDY_PROFILE=quick $(PY) -m pytest --nbval-lax --sanitize-with notebooks/sanitize.cfg notebooks
 
 study: install
-	STUDY_PROFILE=$(STUDY_PROFILE) $(PY) -m measure.study --results $(RESULTS)
+	$(PY) scripts/run_study.py --profile $(STUDY_PROFILE) --results $(RESULTS)
 
 clean:
 	rm -rf $(VENV) $(RESULTS)

@@ -36,6 +36,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def size_iterations(text: str) -> tuple[int, int]:
+    size, _, iterations = text.partition("=")
+    try:
+        return positive_int(size), positive_int(iterations)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"expected SIZE=N such as 4096=1000, got {text!r} ({error})") from None
+
+
 def shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
@@ -61,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: the seed study's sweep")
     run.add_argument("--iters", type=positive_int, dest="iterations", metavar="N",
                      help="timed inferences per run (default: the seed's, e.g. 5000 for resnet50)")
+    run.add_argument("--iters-at", type=size_iterations, action="append", default=[], metavar="SIZE=N",
+                     help="timed inferences at one input size, overriding --iters there (repeatable)")
     run.add_argument("--runs", type=positive_int, metavar="R", help="runs per input size (default 10)")
     run.add_argument("--warmup", type=non_negative_int, metavar="N",
                      help="untimed inferences before each run's window (default 50)")
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan.from_preset(args.model, quick=args.quick, sizes=args.sizes, iterations=args.iterations,
                                 runs=args.runs, warmup=args.warmup, device=args.device,
                                 period_s=args.period_s, idle_s=args.idle_s)
+        plan.iterations_at.update(args.iters_at)
         out = args.out or Path("runs") / args.model
         run_study(plan, out, resume=args.resume, shard=args.shard, progress=not args.no_progress)
     except (ModelError, RunTreeError, ValueError) as error:
