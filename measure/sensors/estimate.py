@@ -1,0 +1,108 @@
+"""Estimated CPU power where RAPL cannot be read: TDP x load.  Not a measurement.
+
+Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w`` and ``load``:
+
+    power_w = tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * load)
+
+- ``load``: machine-wide CPU utilisation, 0..1, since the previous read (since
+  the sensor opened for the first): busy / total CPU time from
+  ``psutil.cpu_times()`` deltas, with psutil's conventions (idle and iowait
+  are idle; guest time is already inside user time).  When no CPU time has
+  passed between two reads (the counters move in 10 ms ticks) the second
+  repeats the previous values (``None`` before the first interval) and the
+  next covers both intervals.
+- ``IDLE_FRACTION`` = 0.3: a package draws a sizeable share of its TDP even
+  idle.  The linear idle-to-busy model is Fan, Weber and Barroso's ("Power
+  provisioning for a warehouse-sized computer", ISCA 2007); 0.3 is a round
+  value within the range of idle to full-load power that SPECpower_ssj2008
+  results report for servers.
+- ``tdp_w``: the ``tdp_w`` argument, else the environment variable
+  ``MEASURE_CPU_TDP_W``, else ``W_PER_LOGICAL_CPU`` (4 W, about what server and
+  desktop parts of 2019-2023 specify per hardware thread) x logical CPUs,
+  capped at ``DEFAULT_TDP_CAP_W`` (500 W, two high-end server sockets).
+
+The domain's details record ``tdp_w``, where it came from, ``idle_fraction``
+and the formula.  Expect errors of tens of percent.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import psutil
+
+from .base import ESTIMATED, Domain, Unavailable
+
+NAME = "estimate"
+DOMAIN = "cpu_estimated"
+CHANNELS = (f"{DOMAIN}.power_w", f"{DOMAIN}.load")
+IDLE_FRACTION = 0.3
+W_PER_LOGICAL_CPU = 4.0
+DEFAULT_TDP_CAP_W = 500.0
+TDP_ENV = "MEASURE_CPU_TDP_W"
+MODEL = "power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the previous read"
+
+
+class CpuEstimate:
+    """TDP x load model of the CPU's power."""
+
+    name = NAME
+    available = True
+
+    def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable):
+        self.tdp_w = tdp_w
+        self._cpu_times = cpu_times
+        self._last = _busy_total(cpu_times())
+        self._values: dict[str, float | None] = dict.fromkeys(CHANNELS)
+        details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL}
+        self.domains = (Domain(DOMAIN, NAME, ESTIMATED, CHANNELS, details=details),)
+        self.channels = CHANNELS
+
+    def read(self) -> dict[str, float | None]:
+        busy, total = _busy_total(self._cpu_times())
+        d_total = total - self._last[1]
+        if d_total > 0:
+            # clamped: /proc/stat's iowait may go backwards
+            load = min(max((busy - self._last[0]) / d_total, 0.0), 1.0)
+            power_w = self.tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * load)
+            self._values = {CHANNELS[0]: power_w, CHANNELS[1]: load}
+            self._last = busy, total
+        return dict(self._values)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def probe(
+    tdp_w: float | None = None,
+    *,
+    cpu_times: Callable = psutil.cpu_times,
+    logical_cpus: int | None = None,
+) -> CpuEstimate | Unavailable:
+    """Open the estimate; raises ValueError for a TDP that is not a positive number."""
+    if tdp_w is not None:
+        source = "argument"
+    elif os.environ.get(TDP_ENV):
+        tdp_w, source = os.environ[TDP_ENV], f"environment variable {TDP_ENV}"
+    else:
+        cpus = logical_cpus or psutil.cpu_count(logical=True) or 1
+        tdp_w = min(W_PER_LOGICAL_CPU * cpus, DEFAULT_TDP_CAP_W)
+        source = f"default: {W_PER_LOGICAL_CPU:g} W x {cpus} logical CPUs, capped at {DEFAULT_TDP_CAP_W:g} W"
+    try:
+        tdp = float(tdp_w)
+    except (TypeError, ValueError):
+        tdp = math.nan
+    if not (math.isfinite(tdp) and tdp > 0):
+        raise ValueError(f"CPU TDP must be a positive number of watts, got {tdp_w!r} ({source})")
+    try:
+        return CpuEstimate(tdp, source, cpu_times)
+    except (psutil.Error, OSError) as err:
+        return Unavailable(NAME, f"cannot read machine CPU times: {err}")
+
+
+def _busy_total(times) -> tuple[float, float]:
+    """Busy and total CPU seconds from a ``psutil.cpu_times()`` record."""
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return total - idle, total

@@ -1,0 +1,192 @@
+"""NVIDIA GPUs through NVML (module ``pynvml`` of the nvidia-ml-py package).
+
+One domain per device, ``gpu<i>`` with ``i`` the NVML index (NVML ignores
+``CUDA_VISIBLE_DEVICES``: match devices by the ``uuid`` in the domain).
+Channels, each from one NVML call:
+
+- ``energy_j``: nvmlDeviceGetTotalEnergyConsumption (Volta and newer), mJ / 1000;
+- ``power_w``: field NVML_FI_DEV_POWER_INSTANT where the driver has it, else
+  nvmlDeviceGetPowerUsage (a 1 s average on Ampere and newer), mW / 1000; the
+  domain's ``power_field`` says ``instant`` or ``average``;
+- ``sm_util_pct``: nvmlDeviceGetUtilizationRates().gpu;
+- ``mem_used_mb``: nvmlDeviceGetMemoryInfo().used, bytes / 2**20;
+- ``proc_mem_mb``: nvmlDeviceGetComputeRunningProcesses, usedGpuMemory summed
+  over this process and its descendants, bytes / 2**20; ``None`` when the
+  driver does not report a process's memory;
+- ``sm_clock_mhz``: nvmlDeviceGetClockInfo(NVML_CLOCK_SM);
+- ``temp_c``: nvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU).
+
+A metric that raises NVMLError_NotSupported when the sensor opens (the energy
+counter before Volta) is left out of the device's channels and listed in the
+domain's ``unsupported``.  Older drivers report host PIDs to a process in a
+container's own PID namespace (``pid_namespace: "separate"``): none matches
+and ``proc_mem_mb`` reads 0.
+
+Nothing touches NVML at import: ``probe`` calls ``nvmlInit``, ``close`` the
+matching ``nvmlShutdown``.  Any NVMLError in ``read`` becomes ``SensorError``.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from typing import Callable
+
+import psutil
+
+from .base import MEASURED, Domain, SensorError, Unavailable
+
+NAME = "nvml"
+_MIB = 2**20
+# Members of the nvmlValue_t union, indexed by nvmlValueType_t.
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+# PROC_PID_INIT_INO: the inode of the host's (initial) PID namespace.
+_HOST_PID_NS = "pid:[4026531836]"
+
+
+class NvmlSensor:
+    """Every NVIDIA GPU NVML sees; opened by ``probe``."""
+
+    name = NAME
+    available = True
+
+    def __init__(self, nvml, domains: tuple[Domain, ...], readers: list[tuple[str, Callable[[], float | None]]]):
+        self._nvml = nvml
+        self._readers = readers
+        self._open = True
+        self.domains = domains
+        self.channels = tuple(channel for channel, _ in readers)
+
+    def read(self) -> dict[str, float | None]:
+        values = {}
+        for channel, reader in self._readers:
+            try:
+                values[channel] = reader()
+            except self._nvml.NVMLError as err:
+                raise SensorError(f"{channel}: {type(err).__name__}: {err}") from err
+        return values
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            with suppress(self._nvml.NVMLError):
+                self._nvml.nvmlShutdown()
+
+
+def probe(nvml=None) -> NvmlSensor | Unavailable:
+    """Open every GPU, or say why not.  ``nvml``: a stand-in for ``pynvml``."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return Unavailable(NAME, "nvidia-ml-py (module pynvml) is not installed")
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as err:
+        return Unavailable(NAME, f"nvmlInit failed: {err}")
+    try:
+        count = nvml.nvmlDeviceGetCount()
+        if count:
+            return _open(nvml, count)
+        reason = "NVML found no GPU"
+    except nvml.NVMLError as err:
+        reason = f"NVML: {err}"
+    with suppress(nvml.NVMLError):
+        nvml.nvmlShutdown()
+    return Unavailable(NAME, reason)
+
+
+def _open(nv, count: int) -> NvmlSensor:
+    shared = {
+        "driver_version": nv.nvmlSystemGetDriverVersion(),
+        "pid_namespace": {_HOST_PID_NS: "host", None: "unknown"}.get(_pid_namespace(), "separate"),
+    }
+    ours = _OurPids()
+    domains, readers = [], []
+    for index in range(count):
+        domain, device_readers = _open_device(nv, index, shared, ours)
+        domains.append(domain)
+        readers += device_readers
+    return NvmlSensor(nv, tuple(domains), readers)
+
+
+def _open_device(nv, index: int, shared: dict, ours: _OurPids):
+    handle = nv.nvmlDeviceGetHandleByIndex(index)
+    power_field = "instant"
+    try:
+        _instant_power_mw(nv, handle)
+    except nv.NVMLError:
+        power_field = "average"
+    readers, unsupported = [], []
+    for metric, reader in _metric_readers(nv, handle, power_field, ours).items():
+        try:
+            reader()
+        except nv.NVMLError_NotSupported:
+            unsupported.append(metric)
+            continue
+        readers.append((f"gpu{index}.{metric}", reader))
+    domain = Domain(
+        name=f"gpu{index}",
+        sensor=NAME,
+        source=MEASURED,
+        channels=tuple(channel for channel, _ in readers),
+        details={
+            "index": index,
+            "device_name": nv.nvmlDeviceGetName(handle),
+            "uuid": nv.nvmlDeviceGetUUID(handle),
+            "power_field": None if "power_w" in unsupported else power_field,
+            "unsupported": unsupported,
+            **shared,
+        },
+    )
+    return domain, readers
+
+
+def _metric_readers(nv, h, power_field: str, ours: _OurPids) -> dict[str, Callable[[], float | None]]:
+    if power_field == "instant":
+        power_mw = lambda: _instant_power_mw(nv, h)  # noqa: E731
+    else:
+        power_mw = lambda: nv.nvmlDeviceGetPowerUsage(h)  # noqa: E731
+
+    def proc_mem_mb():
+        used = [p.usedGpuMemory for p in nv.nvmlDeviceGetComputeRunningProcesses(h) if p.pid in ours]
+        return None if None in used else sum(used) / _MIB
+
+    return {
+        "energy_j": lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000,
+        "power_w": lambda: power_mw() / 1000,
+        "sm_util_pct": lambda: float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
+        "mem_used_mb": lambda: nv.nvmlDeviceGetMemoryInfo(h).used / _MIB,
+        "proc_mem_mb": proc_mem_mb,
+        "sm_clock_mhz": lambda: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+        "temp_c": lambda: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+    }
+
+
+def _instant_power_mw(nv, handle) -> float:
+    (value,) = nv.nvmlDeviceGetFieldValues(handle, [nv.NVML_FI_DEV_POWER_INSTANT])
+    if value.nvmlReturn != nv.NVML_SUCCESS:
+        raise nv.NVMLError(value.nvmlReturn)
+    return getattr(value.value, _VALUE_MEMBERS[value.valueType])
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+class _OurPids:
+    """``pid in ours``: is ``pid`` this process or one of its descendants (cached per pid)."""
+
+    def __init__(self):
+        self._root = os.getpid()
+        self._known: dict[int, bool] = {self._root: True}
+
+    def __contains__(self, pid: int) -> bool:
+        if pid not in self._known:
+            try:
+                self._known[pid] = any(p.pid == self._root for p in psutil.Process(pid).parents())
+            except psutil.Error:
+                self._known[pid] = False
+        return self._known[pid]

@@ -1,0 +1,136 @@
+import time
+from collections import namedtuple
+
+import pytest
+from fakes import FakeGPU
+
+from measure.sensors import Sensor, estimate, open_sensors
+from measure.sensors.base import ESTIMATED
+
+# psutil.cpu_times() on Linux (guest time is already counted in user time)
+CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+
+
+class ScriptedCpuTimes:
+    """``psutil.cpu_times`` replaying the records a test appends."""
+
+    def __init__(self, *records):
+        self.records = list(records)
+
+    def __call__(self):
+        return self.records.pop(0)
+
+
+def times(busy, idle, iowait=0.0, guest=0.0):
+    """Busy time split over user/system/irq/softirq; ``guest`` is part of user, as Linux reports it."""
+    return CpuTimes(busy * 0.6, 0.0, busy * 0.3, idle, iowait, busy * 0.05, busy * 0.05, 0.0, guest, 0.0)
+
+
+def test_formula_exact_with_scripted_cpu_times():
+    cpu_times = ScriptedCpuTimes(times(busy=100, idle=900), times(busy=130, idle=910, guest=20), times(busy=130, idle=950, guest=20))
+    sensor = estimate.probe(200.0, cpu_times=cpu_times)
+
+    first = sensor.read()  # 30 s busy of 40 s: load 0.75 (guest time not counted twice)
+    assert first["cpu_estimated.load"] == pytest.approx(0.75)
+    assert first["cpu_estimated.power_w"] == pytest.approx(200 * (0.3 + 0.7 * 0.75))
+    second = sensor.read()  # fully idle
+    assert second == pytest.approx({"cpu_estimated.load": 0.0, "cpu_estimated.power_w": 60.0})
+
+
+def test_iowait_counts_as_idle():
+    sensor = estimate.probe(100.0, cpu_times=ScriptedCpuTimes(times(10, 10), times(20, 20, iowait=10)))
+    assert sensor.read()["cpu_estimated.load"] == pytest.approx(10 / 30)
+
+
+def test_reads_within_one_clock_tick_repeat_the_last_values():
+    cpu_times = ScriptedCpuTimes(times(10, 10), times(10, 10), times(20, 10), times(20, 10), times(20, 30))
+    sensor = estimate.probe(100.0, cpu_times=cpu_times)
+    assert sensor.read() == {"cpu_estimated.power_w": None, "cpu_estimated.load": None}
+    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
+    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
+    assert sensor.read()["cpu_estimated.load"] == 0.0
+
+
+def test_domain_is_labelled_estimated_with_its_model():
+    sensor = estimate.probe(150.0, cpu_times=ScriptedCpuTimes(times(1, 1)))
+    assert sensor.name == "estimate" and sensor.available
+    assert sensor.channels == ("cpu_estimated.power_w", "cpu_estimated.load")
+    (domain,) = sensor.domains
+    assert domain.name == "cpu_estimated" and domain.source == ESTIMATED
+    assert domain.details["tdp_w"] == 150.0
+    assert domain.details["tdp_source"] == "argument"
+    assert domain.details["idle_fraction"] == 0.3
+    assert domain.details["model"] == estimate.MODEL
+
+
+def test_tdp_from_environment_then_default(monkeypatch):
+    monkeypatch.setenv("MEASURE_CPU_TDP_W", "95")
+    sensor = estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)))
+    assert sensor.tdp_w == 95.0
+    assert sensor.domains[0].details["tdp_source"] == "environment variable MEASURE_CPU_TDP_W"
+    assert estimate.probe(40, cpu_times=ScriptedCpuTimes(times(1, 1))).tdp_w == 40.0  # argument wins
+
+    monkeypatch.delenv("MEASURE_CPU_TDP_W")
+    assert estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)), logical_cpus=16).tdp_w == 64.0
+    assert estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)), logical_cpus=256).tdp_w == 500.0
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "watts", "nan", "inf"])
+def test_invalid_tdp_raises(monkeypatch, bad):
+    monkeypatch.setenv("MEASURE_CPU_TDP_W", bad)
+    with pytest.raises(ValueError, match="MEASURE_CPU_TDP_W"):
+        estimate.probe()
+
+
+def test_real_cpu_times_give_a_load_in_range():
+    sensor = estimate.probe(100.0)
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
+        pass
+    values = sensor.read()
+    assert 0.0 < values["cpu_estimated.load"] <= 1.0
+    assert 30.0 < values["cpu_estimated.power_w"] <= 100.0
+
+
+# open_sensors: the estimate only where RAPL gives no package counter
+
+
+def test_open_sensors_prefers_rapl_to_the_estimate(powercap, fake_nvml):
+    module = fake_nvml(FakeGPU())
+    sensors, unavailable = open_sensors(rapl_root=str(powercap(sockets=2).root), cpu_tdp_w=100, nvml_module=module)
+    assert [s.name for s in sensors] == ["nvml", "rapl", "process"]
+    assert all(isinstance(s, Sensor) and s.available for s in sensors)
+    assert unavailable == {}
+    channels = [c for s in sensors for c in s.channels]
+    assert len(channels) == len(set(channels))
+    assert not any(c.startswith("cpu_estimated.") for c in channels)
+    for sensor in sensors:
+        sensor.close()
+    assert module.init_count == 0
+
+
+def test_open_sensors_estimates_without_rapl(tmp_path, fake_nvml):
+    sensors, unavailable = open_sensors(
+        rapl_root=str(tmp_path / "none"), cpu_tdp_w=100, nvml_module=fake_nvml(library_missing=True)
+    )
+    assert [s.name for s in sensors] == ["estimate", "process"]
+    assert sensors[0].domains[0].source == ESTIMATED
+    assert sensors[0].tdp_w == 100.0
+    assert unavailable == {
+        "nvml": "nvmlInit failed: NVML Shared Library Not Found",
+        "rapl": f"no RAPL powercap interface at {tmp_path / 'none'} (virtual machine or unsupported CPU)",
+    }
+
+
+def test_open_sensors_without_gpu(tmp_path):
+    sensors, unavailable = open_sensors(gpu=False, rapl_root=str(tmp_path))
+    assert [s.name for s in sensors] == ["estimate", "process"]
+    assert unavailable["nvml"] == "not requested (gpu=False)"
+    assert unavailable["rapl"] == f"no RAPL package zone under {tmp_path}"
+
+
+def test_open_sensors_closes_what_it_opened_on_a_bad_tdp(tmp_path, fake_nvml):
+    module = fake_nvml(FakeGPU())
+    with pytest.raises(ValueError):
+        open_sensors(rapl_root=str(tmp_path / "none"), cpu_tdp_w=-1, nvml_module=module)
+    assert module.init_count == 0

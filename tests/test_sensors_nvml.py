@@ -1,0 +1,162 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from fakes import FakeGPU
+
+from measure.sensors import nvml
+from measure.sensors.base import MEASURED, SensorError, Unavailable
+
+MIB = 2**20
+
+
+def test_reads_every_channel_in_its_unit(fake_nvml):
+    gpu = FakeGPU(
+        energy_mj=123_456_789,
+        instant_power_mw=312_500,
+        power_mw=250_000,
+        sm_util_pct=87,
+        mem_used_bytes=3 * 2**30,
+        sm_clock_mhz=1755,
+        temp_c=61,
+        processes=[(os.getpid(), 1536 * MIB)],
+    )
+    module = fake_nvml(gpu)
+    sensor = nvml.probe(module)
+
+    assert sensor.available and sensor.name == "nvml"
+    assert sensor.channels == tuple(
+        f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mb", "proc_mem_mb", "sm_clock_mhz", "temp_c")
+    )
+    assert sensor.read() == {
+        "gpu0.energy_j": 123_456.789,
+        "gpu0.power_w": 312.5,
+        "gpu0.sm_util_pct": 87.0,
+        "gpu0.mem_used_mb": 3072.0,
+        "gpu0.proc_mem_mb": 1536.0,
+        "gpu0.sm_clock_mhz": 1755.0,
+        "gpu0.temp_c": 61.0,
+    }
+    gpu.energy_mj += 2_500  # the test drives the counter
+    assert sensor.read()["gpu0.energy_j"] == 123_459.289
+
+    (domain,) = sensor.domains
+    assert domain.name == "gpu0" and domain.source == MEASURED and domain.counter_wrap_j is None
+    assert domain.details["power_field"] == "instant"
+    assert domain.details["device_name"] == gpu.name
+    assert domain.details["uuid"] == gpu.uuid
+    assert domain.details["driver_version"] == "550.54.15"
+    assert domain.details["index"] == 0
+    assert domain.details["unsupported"] == []
+    assert domain.details["pid_namespace"] in ("host", "separate")
+
+
+def test_gpu_without_energy_counter_and_without_instant_power(fake_nvml):
+    volta = FakeGPU(energy_mj=10_000, instant_power_mw=None, power_mw=200_000)
+    pascal = FakeGPU(name="Tesla P100-PCIE-16GB", energy_mj=None, instant_power_mw=None, power_mw=31_000)
+    sensor = nvml.probe(fake_nvml(volta, pascal))
+
+    assert "gpu0.energy_j" in sensor.channels
+    assert "gpu1.energy_j" not in sensor.channels
+    assert "gpu1.power_w" in sensor.channels
+    values = sensor.read()
+    assert values["gpu0.energy_j"] == 10.0
+    assert values["gpu0.power_w"] == 200.0
+    assert values["gpu1.power_w"] == 31.0
+    assert set(values) == set(sensor.channels)
+    d0, d1 = sensor.domains
+    assert d0.details["power_field"] == "average" and d0.details["unsupported"] == []
+    assert d1.details["power_field"] == "average" and d1.details["unsupported"] == ["energy_j"]
+    assert d1.channels == tuple(c for c in sensor.channels if c.startswith("gpu1."))
+
+
+def test_instant_power_is_read_once_per_device_per_read(fake_nvml):
+    gpus = [FakeGPU(instant_power_mw=100_000), FakeGPU(instant_power_mw=200_000)]
+    sensor = nvml.probe(fake_nvml(*gpus))
+    before = [g.calls["nvmlDeviceGetFieldValues"] for g in gpus]
+    values = sensor.read()
+    assert [values["gpu0.power_w"], values["gpu1.power_w"]] == [100.0, 200.0]
+    assert [g.calls["nvmlDeviceGetFieldValues"] - b for g, b in zip(gpus, before)] == [1, 1]
+    assert all(g.calls["nvmlDeviceGetPowerUsage"] == 0 for g in gpus)
+
+
+def test_call_failing_mid_run_raises_sensor_error(fake_nvml):
+    gpu = FakeGPU(fail_after={"nvmlDeviceGetTemperature": 3})  # probe's check + two reads
+    sensor = nvml.probe(fake_nvml(gpu))
+    sensor.read()
+    sensor.read()
+    with pytest.raises(SensorError, match=r"gpu0\.temp_c: NVMLError_GpuIsLost: GPU is lost"):
+        sensor.read()
+
+
+def test_library_missing_is_unavailable_with_a_reason(fake_nvml):
+    result = nvml.probe(fake_nvml(FakeGPU(), library_missing=True))
+    assert isinstance(result, Unavailable)
+    assert result.sensor == "nvml"
+    assert result.reason == "nvmlInit failed: NVML Shared Library Not Found"
+
+
+def test_no_gpu_is_unavailable_and_shuts_nvml_down(fake_nvml):
+    module = fake_nvml()
+    result = nvml.probe(module)
+    assert result == Unavailable("nvml", "NVML found no GPU")
+    assert module.init_count == 0
+
+
+def test_error_while_opening_is_unavailable_and_shuts_nvml_down(fake_nvml):
+    module = fake_nvml(FakeGPU(fail_after={"nvmlDeviceGetName": 0}))
+    result = nvml.probe(module)
+    assert result == Unavailable("nvml", "NVML: GPU is lost")
+    assert module.init_count == 0
+
+
+def test_close_shuts_nvml_down_once(fake_nvml):
+    module = fake_nvml(FakeGPU())
+    sensor = nvml.probe(module)
+    assert module.init_count == 1
+    sensor.close()
+    sensor.close()
+    assert module.init_count == 0
+
+
+def test_import_does_not_touch_nvml():
+    code = "import sys, measure.sensors; print('pynvml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_real_pynvml_without_a_driver_is_unavailable():
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        result = nvml.probe()
+        assert isinstance(result, Unavailable)
+        assert result.reason.startswith("nvmlInit failed: ")
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver")
+
+
+def test_process_memory_counts_this_process_tree_only(fake_nvml):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gpu = FakeGPU(
+            processes=[
+                (os.getpid(), 1000 * MIB),
+                (child.pid, 24 * MIB),
+                (os.getppid(), 4096 * MIB),  # our parent: not ours
+                (2**22 + 12345, 8192 * MIB),  # no such pid here (another PID namespace)
+            ]
+        )
+        sensor = nvml.probe(fake_nvml(gpu))
+        assert sensor.read()["gpu0.proc_mem_mb"] == 1024.0
+        gpu.processes = [(os.getppid(), 4096 * MIB)]
+        assert sensor.read()["gpu0.proc_mem_mb"] == 0.0
+        gpu.processes = [(os.getpid(), 1000 * MIB), (child.pid, None)]  # driver cannot tell
+        assert sensor.read()["gpu0.proc_mem_mb"] is None
+    finally:
+        child.kill()
+        child.wait()
