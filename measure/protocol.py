@@ -137,11 +137,12 @@ def host_info(device: torch.device, sensors: Sequence[Sensor]) -> dict:
     import transformers
 
     gpus = [
-        {"index": d.details.get("index"), "name": d.details.get("name"), "driver": d.details.get("driver")}
+        {"domain": d.name, "name": d.details.get("device_name"), "driver": d.details.get("driver_version"),
+         "uuid": d.details.get("uuid")}
         for s in sensors for d in s.domains if d.sensor == "nvml"
     ]
     if device.type == "cuda" and not gpus:
-        gpus = [{"index": device.index or 0, "name": torch.cuda.get_device_name(device), "driver": None}]
+        gpus = [{"domain": None, "name": torch.cuda.get_device_name(device), "driver": None, "uuid": None}]
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -210,7 +211,7 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
     session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
     runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
     loaded.module.to(device)
-    session.idle_power_w = measure_idle(session)
+    session.idle_power_w = measure_idle(session) if plan.idle_s else {}
     bar = tqdm(todo, desc=f"{plan.model}", unit="run", disable=not progress)
     flops: dict[int, int | None] = {}
     for size, run in bar:
@@ -268,3 +269,7 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
 def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def measure_idle(session: Session) -> dict:
+    return {}
