@@ -1,0 +1,153 @@
+"""Exact answers for the energy integrals: trapezoids, wrap-aware counters, windows, domain sums."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
+
+NAN = np.nan
+
+
+def runs_of(*lengths):
+    return np.repeat(np.arange(len(lengths)), lengths)
+
+
+def test_trapezoid_constant_power_on_an_irregular_grid():
+    t = np.array([0.0, 0.3, 1.1, 4.0, 10.0])
+    energy, problems = trapezoid_energy(runs_of(5), t, np.full(5, 50.0), 1)
+    assert energy == pytest.approx([500.0], rel=1e-12)
+    assert problems.tolist() == [None]
+
+
+def test_trapezoid_steps_are_linear_between_samples():
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    energy, _ = trapezoid_energy(runs_of(4), t, np.array([10.0, 10.0, 30.0, 30.0]), 1)
+    assert energy == pytest.approx([10.0 + 20.0 + 30.0])
+
+
+def test_trapezoid_is_exact_for_a_ramp():
+    t = np.array([0.0, 0.5, 3.0, 4.0])
+    energy, _ = trapezoid_energy(runs_of(4), t, 2.0 * t, 1)  # integral of 2t over [0, 4]
+    assert energy == pytest.approx([16.0], rel=1e-12)
+
+
+def test_trapezoid_keeps_runs_and_segments_apart():
+    run = runs_of(3, 4)
+    t = np.array([0.0, 1.0, 2.0, 0.0, 1.0, 5.0, 6.0])
+    segment = np.array([0, 0, 0, 0, 0, 1, 1])
+    power = np.array([1.0, 1.0, 1.0, 10.0, 10.0, 20.0, 20.0])
+    energy, _ = trapezoid_energy(run, t, power, 2, segment)
+    assert energy == pytest.approx([2.0, 10.0 + 20.0])  # 1 s..5 s lies between segments: not integrated
+    assert window_seconds(run, t, 2, segment) == pytest.approx([2.0, 2.0])
+    assert window_seconds(run, t, 2) == pytest.approx([2.0, 6.0])
+
+
+def test_trapezoid_refuses_to_cross_a_gap():
+    energy, problems = trapezoid_energy(runs_of(3, 3), np.tile([0.0, 1.0, 2.0], 2),
+                                        np.array([5.0, NAN, 5.0, 5.0, 5.0, 5.0]), 2)
+    assert np.isnan(energy[0]) and energy[1] == pytest.approx(10.0)
+    assert "1 power reading(s) missing" in problems[0] and problems[1] is None
+
+
+def test_trapezoid_of_a_single_sample_is_nan_not_zero():
+    energy, problems = trapezoid_energy(runs_of(1), np.array([0.0]), np.array([5.0]), 1)
+    assert np.isnan(energy[0]) and "fewer than two samples" in problems[0]
+
+
+def test_counter_difference_without_wrap():
+    energy, problems = counter_energy(runs_of(3), np.array([1000.0, 1010.0, 1025.5]), np.array([NAN]), 1)
+    assert energy == pytest.approx([25.5])
+    assert problems.tolist() == [None]
+
+
+def test_counter_that_wraps_once():
+    energy, _ = counter_energy(runs_of(4), np.array([90.0, 95.0, 5.0, 20.0]), np.array([100.0]), 1)
+    assert energy == pytest.approx([30.0])
+
+
+def test_counter_that_wraps_several_times():
+    # 4 J per step for 9 steps from 7 J, wrapping at 10 J: 36 J in all
+    counter = (7.0 + 4.0 * np.arange(10)) % 10.0
+    energy, _ = counter_energy(runs_of(10), counter, np.array([10.0]), 1)
+    assert energy == pytest.approx([36.0])
+
+
+def test_counters_of_several_runs_wrap_independently():
+    counter = np.array([90.0, 10.0, 50.0, 60.0, 70.0, 5.0, 6.0])
+    energy, _ = counter_energy(runs_of(3, 2, 2), counter, np.array([100.0, 100.0, 100.0]), 3)
+    assert energy == pytest.approx([60.0, 10.0, 1.0])  # run 1 → run 2 drop is not a wrap
+
+
+def test_counter_going_backwards_without_a_wrap_value_is_nan():
+    energy, problems = counter_energy(runs_of(3, 2), np.array([10.0, 5.0, 8.0, 1.0, 2.0]), np.array([NAN, NAN]), 2)
+    assert np.isnan(energy[0]) and "backwards 1 time(s)" in problems[0]
+    assert energy[1] == pytest.approx(1.0)
+
+
+def test_counter_gap_inside_the_window_costs_nothing_but_an_edge_gap_is_nan():
+    energy, problems = counter_energy(runs_of(4, 3), np.array([0.0, NAN, 90.0, 5.0, 1.0, 2.0, NAN]),
+                                      np.array([100.0, 100.0]), 2)
+    assert energy[0] == pytest.approx(105.0)  # 0 → 90 → (wrap) 105
+    assert np.isnan(energy[1]) and "edge" in problems[1]
+
+
+def test_counter_with_one_sample_is_nan_not_zero():
+    energy, problems = counter_energy(runs_of(1), np.array([5.0]), np.array([NAN]), 1)
+    assert np.isnan(energy[0]) and "fewer than two samples" in problems[0]
+
+
+def test_window_cuts_samples_outside_start_and_end():
+    t = np.array([-0.5, 0.0, 1.0, 2.0, 2.5])
+    mark = np.array(["tick", "start", "tick", "end", "tick"])
+    win = window(runs_of(5), t, mark == "start", mark == "end", 1)
+    assert win.mask.tolist() == [False, True, True, True, False]
+    power = np.array([1000.0, 10.0, 10.0, 10.0, 1000.0])
+    energy, _ = trapezoid_energy(runs_of(5)[win.mask], t[win.mask], power[win.mask], 1)
+    assert energy == pytest.approx([20.0])
+    assert win.has_start.all() and win.has_end.all()
+
+
+def test_window_without_an_end_sample_runs_to_the_last_sample_and_says_so():
+    t = np.array([0.0, 1.0, 2.0, 0.0, 3.0])
+    mark = np.array(["start", "tick", "tick", "start", "end"])
+    win = window(runs_of(3, 2), t, mark == "start", mark == "end", 2)
+    assert win.t_end.tolist() == [2.0, 3.0]
+    assert win.has_end.tolist() == [False, True] and win.has_start.tolist() == [True, True]
+
+
+@pytest.mark.parametrize("sensor, reported", [("package-0", "cpu_package"), ("package-1", "cpu_package"),
+                                              ("dram-0", "dram"), ("gpu1", "gpu1"), ("cpu_estimated", "cpu_estimated")])
+def test_energy_domain(sensor, reported):
+    assert energy_domain(sensor) == reported
+
+
+def test_combine_domains_sums_sockets_and_devices():
+    per_domain = pd.DataFrame({
+        "run": [0, 0, 0, 0, 0, 1, 1],
+        "domain": ["package-0", "package-1", "gpu0", "gpu1", "cpu_estimated", "gpu0", "gpu1"],
+        "energy_j": [10.0, 20.0, 100.0, 50.0, 7.0, 100.0, NAN],
+        "gaps": [0, 1, 2, 0, 0, 0, 3],
+        "idle_power_w": [1.0, 2.0, 30.0, NAN, NAN, 30.0, 20.0],
+        "source": ["measured"] * 4 + ["estimated"] + ["measured"] * 2,
+        "method": ["counter", "counter", "counter", "trapezoid", "trapezoid", "counter", "counter"],
+    })
+    out = combine_domains(per_domain).set_index(["run", "domain"])
+    assert out.loc[(0, "cpu_package"), "energy_j"] == 30.0
+    assert out.loc[(0, "cpu_package"), "idle_power_w"] == 3.0
+    assert out.loc[(0, "cpu_package"), "gaps"] == 1
+    assert out.loc[(0, "gpu"), "energy_j"] == 150.0
+    assert np.isnan(out.loc[(0, "gpu"), "idle_power_w"])  # one device without a baseline
+    assert out.loc[(0, "gpu"), "method"] == "mixed"
+    assert out.loc[(0, "gpu0"), "energy_j"] == 100.0
+    assert out.loc[(0, "cpu_estimated"), "source"] == "estimated"
+    assert np.isnan(out.loc[(1, "gpu"), "energy_j"])  # a NaN member makes the sum NaN, never a partial sum
+    assert out.loc[(1, "gpu"), "idle_power_w"] == 50.0
+    assert sorted(out.loc[0].index) == ["cpu_estimated", "cpu_package", "gpu", "gpu0", "gpu1"]
+
+
+def test_combine_domains_keeps_a_total_gpu_domain_of_its_own():
+    per_domain = pd.DataFrame({"run": [0, 0, 0], "domain": ["gpu", "gpu0", "gpu1"], "energy_j": [9.0, 4.0, 3.0],
+                               "gaps": [0, 0, 0], "idle_power_w": [NAN] * 3, "source": ["measured"] * 3,
+                               "method": ["trapezoid"] * 3})
+    out = combine_domains(per_domain).set_index("domain")["energy_j"]
+    assert out.to_dict() == {"gpu": 9.0, "gpu0": 4.0, "gpu1": 3.0}

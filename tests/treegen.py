@@ -1,0 +1,132 @@
+"""Synthetic run trees in the measuring side's format, with exactly known energies.
+
+``write_run`` writes one ``input_<size>/run_<k>/`` folder (``power_metrics.json``,
+``latency.csv``, ``meta.json``) as ``python -m measure run`` would.  Every domain
+draws a constant power, so its energy over the window is exactly
+``power_w[domain] * duration_s``; counters (``gpu<i>``, ``package-<s>``,
+``dram-<s>``) start at ``counter_start_j`` and wrap at ``WRAP_J``.
+``write_tree`` writes ``root/<model>/input_<size>/run_<k>/`` for a whole grid.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+POWER_W = {"gpu0": 100.0, "package-0": 40.0, "dram-0": 5.0, "cpu_estimated": 30.0}
+WRAP_J = {"package": 262143.328850, "dram": 65712.999613}  # RAPL max_energy_range_uj / 1e6
+COUNTER_START_J = 1000.0
+GPU_EXTRA = {"sm_util_pct": 90.0, "mem_used_mb": 2000.0, "proc_mem_mb": 1500.0,
+             "sm_clock_mhz": 1980.0, "temp_c": 55.0}
+PROCESS = {"process.cpu_share": 1.0, "process.rss_mb": 1000.0, "process.uss_mb": 900.0}
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def kind(domain: str) -> str:
+    """``gpu``, ``package``, ``dram`` or ``cpu_estimated``."""
+    return "gpu" if domain.startswith("gpu") else domain.split("-")[0]
+
+
+def channels_of(domain: str, gpu_counter: bool = True, gpu_extra: Sequence[str] = tuple(GPU_EXTRA)) -> list[str]:
+    if kind(domain) == "gpu":
+        metrics = (["energy_j"] if gpu_counter else []) + ["power_w", *gpu_extra]
+    elif kind(domain) == "cpu_estimated":
+        metrics = ["power_w", "load"]
+    else:
+        metrics = ["energy_j"]
+    return [f"{domain}.{metric}" for metric in metrics]
+
+
+def sensor_meta(domain: str, gpu_counter: bool = True, gpu_extra: Sequence[str] = tuple(GPU_EXTRA)) -> dict:
+    sensor = {"gpu": "nvml", "package": "rapl", "dram": "rapl", "cpu_estimated": "estimate"}[kind(domain)]
+    return {"sensor": sensor, "source": "estimated" if sensor == "estimate" else "measured",
+            "channels": channels_of(domain, gpu_counter, gpu_extra), "counter_wrap_j": WRAP_J.get(kind(domain))}
+
+
+def sample_lines(power_w: Mapping[str, float], t_s: np.ndarray, *, counter_start_j: Mapping[str, float],
+                 gpu_counter: bool = True, gpu_extra: Sequence[str] = tuple(GPU_EXTRA)) -> list[str]:
+    """The JSON lines of a window sampled at ``t_s`` (first ``start``, last ``end``)."""
+    lines = []
+    for i, t in enumerate(t_s):
+        mark = "start" if i == 0 else "end" if i == len(t_s) - 1 else "tick"
+        utc = (T0 + timedelta(seconds=float(t))).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        line: dict[str, object] = {"t_s": round(float(t), 6), "utc": utc, "mark": mark, "gap": ""}
+        for domain, watts in power_w.items():
+            for channel in channels_of(domain, gpu_counter, gpu_extra):
+                metric = channel.split(".")[1]
+                if metric == "energy_j":
+                    counter = counter_start_j.get(domain, COUNTER_START_J) + watts * float(t)
+                    wrap = WRAP_J.get(kind(domain))
+                    line[channel] = counter % wrap if wrap else counter
+                elif metric == "power_w":
+                    line[channel] = watts
+                elif metric == "load":
+                    line[channel] = 0.5
+                else:
+                    line[channel] = GPU_EXTRA[metric]
+        line.update(PROCESS)
+        lines.append(json.dumps(line) + "\n")
+    return lines
+
+
+def write_run(root: str | Path, model: str = "resnet50", input_size: int = 64, run: int = 0, *,
+              power_w: Mapping[str, float] = POWER_W, iterations: int = 100, duration_s: float = 2.0,
+              samples: int = 21, latency_s: float | Sequence[float] | None = None,
+              counter_start_j: Mapping[str, float] | None = None, gpu_counter: bool = True,
+              gpu_extra: Sequence[str] = tuple(GPU_EXTRA),
+              idle_power_w: Mapping[str, float] | None = None, status: str = "complete",
+              device: str = "cuda:0", flops_per_inference: float | None = 4.0e9,
+              params: int = 25_557_032) -> Path:
+    """Write ``root/input_<size>/run_<k>/`` and return that folder.
+
+    Each domain of ``power_w`` draws that constant power (W) during ``duration_s``
+    seconds sampled ``samples`` times; ``latency_s`` defaults to
+    ``duration_s / iterations`` for every inference.  GPU domains carry an
+    energy counter unless ``gpu_counter`` is false, and the ``gpu_extra`` metrics.
+    """
+    folder = Path(root) / f"input_{input_size}" / f"run_{run}"
+    folder.mkdir(parents=True, exist_ok=True)
+    t_s = np.linspace(0.0, duration_s, samples)
+    lines = sample_lines(power_w, t_s, counter_start_j=counter_start_j or {}, gpu_counter=gpu_counter,
+                         gpu_extra=gpu_extra)
+    (folder / "power_metrics.json").write_text("".join(lines), encoding="utf-8")
+    latencies = np.broadcast_to(duration_s / iterations if latency_s is None else latency_s, (iterations,))
+    (folder / "latency.csv").write_text("latency_s\n" + "".join(f"{v:.9f}\n" for v in latencies), encoding="utf-8")
+    end_utc = (T0 + timedelta(seconds=duration_s)).isoformat().replace("+00:00", "Z")
+    meta = {
+        "schema": 1, "status": status, "reason": None if status == "complete" else "synthetic failure",
+        "model": model, "task": "vision", "input_size": input_size, "input_shape": [1, 3, input_size, input_size],
+        "batch_size": 1, "run": run, "iterations": iterations, "warmup": 10, "device": device,
+        "weights": "random", "weights_notice": None, "params": params, "flops_per_inference": flops_per_inference,
+        "period_s": duration_s / max(samples - 1, 1),
+        "sensors": {domain: sensor_meta(domain, gpu_counter, gpu_extra) for domain in power_w},
+        "unavailable": {},
+        "idle_power_w": {d: {"value": v, "source": "estimated" if d == "cpu_estimated" else "measured"}
+                         for d, v in (idle_power_w or {}).items()},
+        "window": {"start_utc": T0.isoformat().replace("+00:00", "Z"), "end_utc": end_utc,
+                   "duration_s": duration_s, "samples": samples, "gap_samples": 0, "first_error": None},
+        "host": {"hostname": "synthetic", "platform": "Linux", "python": "3.12", "cpu_model": "Synthetic CPU",
+                 "logical_cpus": 8, "gpus": [{"index": 0, "name": "Synthetic GPU", "driver": "550"}],
+                 "torch": "2", "torchvision": "0", "transformers": "4"},
+        "stop_reason": "fixed protocol",
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return folder
+
+
+def write_tree(root: str | Path, models: Sequence[str] = ("resnet50",), input_sizes: Sequence[int] = (32, 64),
+               runs: int = 3, *, power_w: Callable[[str, int, int], Mapping[str, float]] | None = None,
+               **run_options) -> list[Path]:
+    """Write ``root/<model>/input_<size>/run_<k>/`` for every cell; return the run folders.
+
+    ``power_w(model, input_size, run)`` gives each run's powers (default ``POWER_W``);
+    ``run_options`` go to ``write_run`` unchanged.
+    """
+    return [
+        write_run(Path(root) / model, model, size, run, power_w=power_w(model, size, run) if power_w else POWER_W,
+                  **run_options)
+        for model in models for size in input_sizes for run in range(runs)
+    ]
