@@ -7,11 +7,11 @@
 See docs/tables.md for the tables and their columns.
 """
 from .energy import combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
-from .load import AnalysisWarning, NoUsableRuns, Study, load_study
+from .load import AnalysisWarning, NoUsableRuns, Study, load_study, recording_power
 from .stats import bootstrap_median_ci, spearman, summarize
 
 __all__ = [
-    "AnalysisWarning", "NoUsableRuns", "Study", "load_study",
+    "AnalysisWarning", "NoUsableRuns", "Study", "load_study", "recording_power",
     "summarize", "spearman", "bootstrap_median_ci",
     "counter_energy", "trapezoid_energy", "window", "window_seconds", "energy_domain", "combine_domains",
 ]

@@ -116,6 +116,25 @@ def load_study(path: str | Path, *, model: str | None = None, include_incomplete
 
 # ---------------------------------------------------------------- run folders and identity
 
+def recording_power(path: str | Path, sensors: dict) -> pd.DataFrame:
+    """Energy and mean power of each sensor domain over the window of one of our sample files.
+
+    ``sensors`` is the ``{domain: {source, counter_wrap_j, ...}}`` mapping of
+    ``meta.json``.  One row per sensor domain (``gpu0``, ``package-0``, ...):
+    ``domain, source, method, energy_j, window_s, mean_power_w, gaps``.  The
+    measuring side uses it for the idle baseline.
+    """
+    path = Path(path)
+    info = pd.DataFrame({"path": [path.parent], "sensors": [sensors], "idle": [{}], "stats_gpu": [None]})
+    frame = next(_our_frames([(0, path)]), None)
+    if frame is None:
+        raise NoUsableRuns(f"{path}: no readable sample")
+    per_domain, per_run = _quantities(frame, info)
+    window_s = float(per_run["window_s"].iloc[0])
+    return (per_domain.drop(columns=["run", "idle_power_w"])
+            .assign(window_s=window_s, mean_power_w=lambda d: d["energy_j"] / window_s))
+
+
 def _run_info(root: Path, model: str | None, include_incomplete: bool) -> pd.DataFrame:
     """One row per usable run folder, indexed 0..n-1: identity, protocol and what the parsers need."""
     records, skipped = [], []
@@ -158,15 +177,16 @@ def _our_record(folder: Path) -> dict | None:
              + "; run skipped")
         return None
     device, host = meta.get("device"), meta.get("host") or {}
-    index = int(device.partition(":")[2] or 0) if str(device).startswith("cuda") else None
-    gpus = {g.get("index"): g.get("name") for g in host.get("gpus") or []}
+    on_gpu = str(device).startswith("cuda")
+    gpu = meta.get("gpu_domain") or (f"gpu{str(device).partition(':')[2] or 0}" if on_gpu else None)
+    names = {g.get("domain"): g.get("name") for g in host.get("gpus") or []}
     return {
         "model": meta["model"], "input_size": meta["input_size"], "run": meta["run"], "status": meta["status"],
         "task": meta.get("task"), "weights": meta.get("weights"), "device": device,
-        "hardware_gpu": gpus.get(index) if index is not None else None, "hardware_cpu": host.get("cpu_model"),
+        "hardware_gpu": names.get(gpu), "hardware_cpu": host.get("cpu_model"),
         "iterations": meta["iterations"], "warmup": meta.get("warmup"), "period_s": meta.get("period_s"),
         "params": meta.get("params"), "flops_per_inference": meta.get("flops_per_inference"),
-        "format": "ours", "path": folder, "stats_gpu": None if index is None else f"gpu{index}",
+        "format": "ours", "path": folder, "stats_gpu": gpu,
         "sensors": meta.get("sensors") or {}, "idle": _idle(meta.get("idle_power_w") or {}),
     }
 

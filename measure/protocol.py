@@ -201,12 +201,14 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
             raise runtree.RunTreeError(f"{out} already holds runs (first: input_{done[0][0]}/run_{done[0][1]}); "
                                        "pass --resume to complete it or choose another --out")
     loaded = load_model(plan.model)
+    size_errors = []
     for size in plan.sizes:
         try:
             loaded.check_size(size)
-        except ModelError:
-            if len(plan.sizes) == 1:
-                raise
+        except ModelError as error:
+            size_errors.append(error)
+    if len(size_errors) == len(plan.sizes):  # nothing to measure; within a sweep a bad size is a failed point
+        raise size_errors[0]
     opened, unavailable = sensors if sensors is not None else open_sensors(gpu=True)
     session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
     runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
@@ -232,7 +234,7 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
         "schema": SCHEMA, "status": runtree.RUNNING, "reason": None,
         "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
         "run": run, "iterations": plan.iterations_for(size), "warmup": plan.warmup,
-        "device": str(session.device), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
+        "device": str(session.device), "gpu_domain": gpu_domain(session.device, session.sensors), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
         "params": count_params(loaded.module), "flops_per_inference": None,
         "period_s": plan.period_s, "sensors": session.sensors_meta, "unavailable": session.unavailable,
         "idle_power_w": session.idle_power_w, "window": None, "host": session.host,
@@ -272,4 +274,43 @@ def one_line(error: BaseException) -> str:
 
 
 def measure_idle(session: Session) -> dict:
-    return {}
+    """Mean power of every energy domain while nothing runs, for ``idle_s`` seconds.
+
+    The recording is kept in ``OUT/idle/`` as evidence; each run's ``meta.json``
+    carries the resulting ``{domain: {value, source, method, window_s}}``.
+    """
+    import warnings
+
+    from analysis import AnalysisWarning, NoUsableRuns, recording_power
+
+    folder = session.out / "idle"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"idle_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{socket.gethostname()}_{os.getpid()}.json"
+    sync = synchronizer(session.device)
+    sync()
+    recorder = Recorder(session.sensors, path, session.plan.period_s)
+    recorder.start()
+    time.sleep(session.plan.idle_s)
+    recorder.stop()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AnalysisWarning)  # a domain it cannot measure is simply absent
+            power = recording_power(path, session.sensors_meta)
+    except NoUsableRuns:
+        return {}
+    return {
+        row.domain: {"value": row.mean_power_w, "source": row.source, "method": row.method, "window_s": row.window_s}
+        for row in power.itertuples() if np.isfinite(row.mean_power_w)
+    }
+
+
+def gpu_domain(device: torch.device, sensors: Sequence[Sensor]) -> str | None:
+    """The NVML domain of the CUDA device the model runs on (matched by UUID; NVML ignores CUDA_VISIBLE_DEVICES)."""
+    if device.type != "cuda":
+        return None
+    uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", ""))
+    for sensor in sensors:
+        for domain in sensor.domains:
+            if domain.sensor == "nvml" and uuid and uuid in str(domain.details.get("uuid", "")):
+                return domain.name
+    return f"gpu{device.index or 0}"

@@ -109,7 +109,7 @@ def write_run(root: str | Path, model: str = "resnet50", input_size: int = 64, r
         "window": {"start_utc": T0.isoformat().replace("+00:00", "Z"), "end_utc": end_utc,
                    "duration_s": duration_s, "samples": samples, "gap_samples": 0, "first_error": None},
         "host": {"hostname": "synthetic", "platform": "Linux", "python": "3.12", "cpu_model": "Synthetic CPU",
-                 "logical_cpus": 8, "gpus": [{"index": 0, "name": "Synthetic GPU", "driver": "550"}],
+                 "logical_cpus": 8, "gpus": [{"domain": "gpu0", "name": "Synthetic GPU", "driver": "550", "uuid": "GPU-0"}],
                  "torch": "2", "torchvision": "0", "transformers": "4"},
         "stop_reason": "fixed protocol",
     }
