@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="background sampling period in seconds (default 0.1)")
     run.add_argument("--idle-seconds", type=positive_float, dest="idle_s", metavar="S",
                      help="seconds of idle power measured before the study (default 5, 1 with --quick)")
+    run.add_argument("--precision", type=positive_float, metavar="REL",
+                     help="instead of a fixed number of runs, add runs at each size until the 95%% CI of the median "
+                          "energy per inference (latency where no energy is measured) is within ±REL, e.g. 0.01")
+    run.add_argument("--max-runs", type=positive_int, default=50, metavar="R",
+                     help="with --precision: the most runs per size (default 50)")
+    run.add_argument("--min-window", type=positive_float, default=2.0, dest="min_window_s", metavar="S",
+                     help="with --precision: iterations per run chosen so each window lasts at least S seconds "
+                          "(default 2)")
     run.add_argument("--quick", action="store_true",
                      help="a short sweep (fewer sizes, iterations and runs) that takes about a minute on a CPU")
     run.add_argument("--resume", action="store_true",
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_sensors()
         plan = Plan.from_preset(args.model, quick=args.quick, sizes=args.sizes, iterations=args.iterations,
                                 runs=args.runs, warmup=args.warmup, device=args.device,
-                                period_s=args.period_s, idle_s=args.idle_s)
+                                period_s=args.period_s, idle_s=args.idle_s, precision=args.precision,
+                                max_runs=args.max_runs, min_window_s=args.min_window_s)
         plan.iterations_at.update(args.iters_at)
         out = args.out or Path("runs") / args.model
         run_study(plan, out, resume=args.resume, shard=args.shard, progress=not args.no_progress)

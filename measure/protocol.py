@@ -63,6 +63,9 @@ class Plan:
     period_s: float = 0.1
     idle_s: float = 5.0
     iterations_at: dict[int, int] = field(default_factory=dict)
+    precision: float | None = None  # target relative half-width of the 95 % CI of the median
+    max_runs: int = 50  # cap on runs per point when measuring to a precision
+    min_window_s: float = 2.0  # with a precision: iterations chosen so each window lasts this long
 
     @classmethod
     def from_preset(cls, model: str, quick: bool = False, **overrides) -> "Plan":
@@ -90,6 +93,10 @@ class Plan:
             raise ValueError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.period_s <= 0:
             raise ValueError(f"--period must be positive, got {self.period_s}")
+        if self.precision is not None and not 0 < self.precision < 1:
+            raise ValueError(f"--precision is a relative half-width such as 0.01, got {self.precision}")
+        if self.precision is not None and self.max_runs < max(self.runs, 3):
+            raise ValueError(f"--max-runs must be at least --runs and 3, got {self.max_runs}")
 
     def iterations_for(self, size: int) -> int:
         return self.iterations_at.get(size, self.iterations)
@@ -187,11 +194,18 @@ class Session:
 
 def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, int] = (0, 1),
               sensors: tuple[list[Sensor], dict[str, str]] | None = None, progress: bool = True) -> Path:
-    """Measure every cell of ``plan`` (or the ``shard``'s share) into the run tree ``out``."""
+    """Measure every cell of ``plan`` (or the ``shard``'s share) into the run tree ``out``.
+
+    With ``plan.precision`` each input size is measured run after run until the
+    95 % confidence interval of its median is within the target (see
+    ``measure_to_precision``); otherwise exactly ``plan.runs`` runs.
+    """
     from tqdm.auto import tqdm
 
-    out = runtree.prepare_out(out)
+    if plan.precision is not None and shard != (0, 1):
+        raise ValueError("--precision decides the number of runs as it goes; it cannot be split with --shard")
     device = resolve_device(plan.device)
+    out = runtree.prepare_out(out)
     todo = [cell for i, cell in enumerate(plan.cells()) if i % shard[1] == shard[0]]
     if resume:
         todo = [cell for cell in todo if not runtree.is_complete(runtree.run_dir(out, *cell))]
@@ -210,20 +224,94 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
     if len(size_errors) == len(plan.sizes):  # nothing to measure; within a sweep a bad size is a failed point
         raise size_errors[0]
     opened, unavailable = sensors if sensors is not None else open_sensors(gpu=True)
-    session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
-    runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
-    loaded.module.to(device)
-    session.idle_power_w = measure_idle(session) if plan.idle_s else {}
-    bar = tqdm(todo, desc=f"{plan.model}", unit="run", disable=not progress)
-    flops: dict[int, int | None] = {}
-    for size, run in bar:
-        bar.set_postfix_str(f"input {size}, run {run}")
-        measure_cell(session, size, run, flops)
-    bar.close()
+    try:
+        session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
+        runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
+        loaded.module.to(device)
+        session.idle_power_w = measure_idle(session) if plan.idle_s else {}
+        flops: dict[int, int | None] = {}
+        if plan.precision is not None:
+            for size in tqdm(plan.sizes, desc=f"{plan.model} to ±{plan.precision:.1%}", unit="point",
+                             disable=not progress):
+                measure_to_precision(session, size, flops)
+            return out
+        bar = tqdm(todo, desc=plan.model, unit="run", disable=not progress)
+        for size, run in bar:
+            bar.set_postfix_str(f"input {size}, run {run}")
+            measure_cell(session, size, run, flops)
+        bar.close()
+    finally:
+        if sensors is None:
+            for sensor in opened:
+                sensor.close()
     return out
 
 
-def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | None]) -> dict:
+def measure_to_precision(session: Session, size: int, flops: dict[int, int | None]) -> str:
+    """Add runs at ``size`` until the 95 % CI of the median is within ``plan.precision``.
+
+    The quantity is the energy per inference of the run's measured domain (the
+    GPU's on a GPU, else the CPU package's), or the median latency where no
+    energy is measured (an estimate is a model, not a measurement to converge).
+    Each window lasts at least ``plan.min_window_s``. Every run's ``meta.json``
+    ends up with the point's ``stop_reason``.
+    """
+    from analysis import bootstrap_median_ci
+
+    plan = session.plan
+    iterations = iterations_for_window(session, size)
+    metas, values, quantity = [], [], None
+    reason = f"cap reached: {plan.max_runs} runs without reaching ±{plan.precision:.1%}"
+    for run in range(plan.max_runs):
+        meta = measure_cell(session, size, run, flops, iterations=iterations)
+        metas.append(meta)
+        if meta["status"] != runtree.COMPLETE:
+            reason = f"run {run} failed: {meta['reason']}"
+            break
+        quantity, value = precision_quantity(session, runtree.run_dir(session.out, size, run), meta)
+        values.append(value)
+        if len(values) >= max(plan.runs, 3):
+            median = float(np.median(values))
+            (low,), (high,) = bootstrap_median_ci(np.asarray(values)[:, None])
+            half_width = max(median - low, high - median) / abs(median) if median else np.inf
+            if half_width <= plan.precision:
+                reason = (f"precision reached: 95 % CI of the median {quantity} within ±{half_width:.2%} "
+                          f"(target ±{plan.precision:.1%}) after {len(values)} runs")
+                break
+    for run, meta in enumerate(metas):
+        meta["stop_reason"] = reason
+        runtree.write_json(runtree.run_dir(session.out, size, run) / runtree.META_FILE, meta)
+    return reason
+
+
+def iterations_for_window(session: Session, size: int) -> int:
+    """Iterations that make a window of at least ``min_window_s``, from a few timed inferences."""
+    loaded, sync = session.loaded, synchronizer(session.device)
+    inputs = loaded.inputs(size, session.device)
+    with torch.inference_mode():
+        timed_loop(loaded.module, inputs, max(session.plan.warmup, 1), sync)
+        latency = float(np.median(timed_loop(loaded.module, inputs, 5, sync)))
+    return max(1, int(np.ceil(session.plan.min_window_s / latency)))
+
+
+def precision_quantity(session: Session, folder: Path, meta: dict) -> tuple[str, float]:
+    """The figure whose precision is tracked for a finished run, and its value."""
+    import warnings
+
+    from analysis import AnalysisWarning, load_study
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)
+        runs = load_study(folder).runs
+    domain = "gpu" if session.device.type == "cuda" else "cpu_package"
+    column = f"{domain}_energy_per_inference_j"
+    if column in runs and runs.at[0, f"{domain}_source"] == "measured" and np.isfinite(runs.at[0, column]):
+        return f"{domain} energy per inference", float(runs.at[0, column])
+    return "latency (no measured energy sensor)", float(runs.at[0, "latency_median_s"])
+
+
+def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | None],
+                 iterations: int | None = None) -> dict:
     """Measure one (input size, run) cell; a failure is recorded, never raised."""
     plan, loaded = session.plan, session.loaded
     folder = runtree.run_dir(session.out, size, run)
@@ -233,7 +321,7 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
     meta = {
         "schema": SCHEMA, "status": runtree.RUNNING, "reason": None,
         "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
-        "run": run, "iterations": plan.iterations_for(size), "warmup": plan.warmup,
+        "run": run, "iterations": iterations or plan.iterations_for(size), "warmup": plan.warmup,
         "device": str(session.device), "gpu_domain": gpu_domain(session.device, session.sensors), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
         "params": count_params(loaded.module), "flops_per_inference": None,
         "period_s": plan.period_s, "sensors": session.sensors_meta, "unavailable": session.unavailable,

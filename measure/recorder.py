@@ -7,10 +7,18 @@ a counter over the window is exactly ``counter(end) - counter(start)``.
 Between the two, a daemon thread samples every ``period_s`` on a fixed grid
 (no drift). Every line is flushed as it is written, and nothing is kept in
 memory, so a crash loses at most one sample and memory stays constant.
+
+The sampling thread steals time from the inference it measures, so its path is
+kept short: a line is assembled from pre-serialised keys (byte for byte what
+``json.dumps`` of the line's dict writes), and a sensor's slow housekeeping
+(its optional ``refresh()``, see ``sensors.base``) runs outside the lock,
+before the window and before each tick, so that it never delays the ``end``
+sample.
 """
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +31,15 @@ from .sensors.base import Sensor, SensorError
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def json_value(value: object) -> str:
+    """``json.dumps(value)``, with a shortcut for the common cases (``None``, a finite float)."""
+    if value is None:
+        return "null"
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,8 @@ class Recorder:
         if period_s <= 0:
             raise ValueError(f"the sampling period must be positive, got {period_s}")
         self.sensors = list(sensors)
+        self._refreshers = [sensor.refresh for sensor in self.sensors if callable(getattr(sensor, "refresh", None))]
+        self._keys: dict[str, str] = {}  # channel -> its pre-serialised ', "<channel>": '
         self.path = Path(path)
         self.period_s = period_s
         self._lock = threading.Lock()
@@ -58,10 +77,11 @@ class Recorder:
         self.first_error: str | None = None  # the first failed read, for the run's metadata
 
     def start(self) -> None:
-        self._file = open(self.path, "w", encoding="utf-8")
+        self._file = open(self.path, "wb")
         self._stop.clear()
         self._samples = self._gaps = 0
         self.first_error = None
+        self._refresh()
         with self._lock:
             self._t0 = time.perf_counter()
             self._start_utc = self._sample("start", self._t0)
@@ -89,6 +109,7 @@ class Recorder:
     def _run(self) -> None:
         tick = 1
         while not self._stop.wait(max(0.0, self._t0 + tick * self.period_s - time.perf_counter())):
+            self._refresh()
             with self._lock:
                 if self._stop.is_set():
                     return
@@ -96,22 +117,39 @@ class Recorder:
             # skip grid points already missed (a slow read) instead of bursting to catch up
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
+    def _refresh(self) -> None:
+        """Let sensors do their slow housekeeping now, outside the lock, rather than inside a read."""
+        for refresh in self._refreshers:
+            try:
+                refresh()
+            except (SensorError, OSError):
+                pass  # the next read retries it and records the failure as a gap
+
     def _sample(self, mark: str, t: float) -> str:
         """Read every sensor and write one line; the caller holds the lock."""
         utc = utc_now()
-        line: dict[str, object] = {"t_s": round(t - self._t0, 6), "utc": utc, "mark": mark, "gap": ""}
+        t_s = round(t - self._t0, 6)
+        parts = ['{"t_s": ', json_value(t_s), ', "utc": "', utc, '", "mark": "', mark, '", "gap": ', '""']
         failed = []
         for sensor in self.sensors:
             try:
-                line.update(sensor.read())
+                values = sensor.read()
             except (SensorError, OSError) as error:
                 failed.append(sensor.name)
-                line.update(dict.fromkeys(sensor.channels))
-                self.first_error = self.first_error or f"{sensor.name} at t={line['t_s']} s: {error}"
+                values = dict.fromkeys(sensor.channels)
+                self.first_error = self.first_error or f"{sensor.name} at t={t_s} s: {error}"
+            for channel, value in values.items():
+                parts.append(self._keys.get(channel) or self._key(channel))
+                parts.append(json_value(value))
         if failed:
-            line["gap"] = ";".join(failed)
+            parts[7] = json.dumps(";".join(failed))
             self._gaps += 1
-        self._file.write(json.dumps(line) + "\n")
+        parts.append("}\n")
+        self._file.write("".join(parts).encode())
         self._file.flush()
         self._samples += 1
         return utc
+
+    def _key(self, channel: str) -> str:
+        key = self._keys[channel] = f", {json.dumps(channel)}: "
+        return key

@@ -9,6 +9,12 @@ channels is fixed when the sensor opens (``channels``), so every line of a
 
 Where the hardware is missing, ``probe`` functions return ``Unavailable`` with
 a one-line reason instead of raising.
+
+A sensor may also have a ``refresh()`` method: slow housekeeping that ``read``
+would otherwise do itself when it falls due (listing child processes, walking
+page tables).  The recorder calls it outside its lock, before the window and
+before each background sample, so that a synchronous window edge never waits
+for it; it raises ``SensorError`` on failure.
 """
 from __future__ import annotations
 

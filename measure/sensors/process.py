@@ -8,15 +8,22 @@ Domain ``process``, channels:
   the first read; 0..logical CPUs.  This process's own time comes from
   ``time.process_time`` (nanosecond resolution), descendants' from psutil
   (clock-tick resolution, 10 ms).
-- ``rss_mb``: resident memory of the tree, MiB.
+- ``rss_mb``: resident memory of the tree, MiB (this process's read from
+  ``/proc/<pid>/statm`` through a descriptor kept open: psutil's
+  ``memory_info().rss`` without reopening the file at every read).
 - ``uss_mb``: unique memory of the tree (``memory_full_info().uss``), MiB;
   ``None`` where a process's is unreadable.
 
-Listing descendants walks the whole process table and USS walks page tables
-(milliseconds for a large process), too slow for every 10 ms sample: both are
-refreshed at most every ``refresh_s`` (in the domain's details), and reads in
-between reuse the last list and USS.  A descendant started since the last
-refresh is counted, in full, from the next one.
+Listing descendants walks the whole process table (about a millisecond on a
+machine running a hundred processes) and USS walks page tables (about 13 ms
+per GiB resident): too slow for every sample.  Descendants are listed at most
+every ``refresh_s`` (in the domain's details).  USS is read at most every
+``refresh_s`` too, and never more than ``MAX_USS_DUTY`` of the time: after a
+read that took d seconds the next waits at least d / ``MAX_USS_DUTY`` (13 s
+for a process of 1 GiB).  Reads in between reuse the last list and USS.  A
+descendant started since the last listing is counted, in full, from the next
+one.  ``refresh()`` does what is due of both; ``read()`` calls it, and the
+recorder calls it beforehand, outside its lock.
 """
 from __future__ import annotations
 
@@ -30,7 +37,9 @@ from .base import MEASURED, Domain, SensorError, Unavailable
 
 NAME = "process"
 CHANNELS = ("process.cpu_share", "process.rss_mb", "process.uss_mb")
+MAX_USS_DUTY = 0.001  # at most 0.1 % of the time spent reading USS
 _MIB = 2**20
+_PAGE_B = os.sysconf("SC_PAGE_SIZE")
 
 
 class ProcessSensor:
@@ -41,59 +50,75 @@ class ProcessSensor:
 
     def __init__(self, refresh_s: float = 1.0):
         self._me = psutil.Process()
+        self._statm = open(f"/proc/{self._me.pid}/statm", "rb", buffering=0)
         self._refresh_s = refresh_s
-        self._refreshed_at = -math.inf
+        self._listed_at = -math.inf
+        self._uss_at = -math.inf
+        self._uss_wait_s = refresh_s
         self._descendants: list[psutil.Process] = []
         self._uss_mb: float | None = None
         self.domains = (Domain(NAME, NAME, MEASURED, CHANNELS, details={"refresh_s": refresh_s}),)
         self.channels = CHANNELS
         self._last_t = time.monotonic()
-        self._last_cpu_s, _ = self._sample(self._last_t)
+        self._refresh(self._last_t)
+        self._last_cpu_s, _ = self._sample()
+
+    def refresh(self) -> None:
+        """List descendants and read USS, each when due."""
+        try:
+            self._refresh(time.monotonic())
+        except psutil.Error as err:
+            raise SensorError(f"process: {err}") from err
 
     def read(self) -> dict[str, float | None]:
         now = time.monotonic()
         try:
-            cpu_s, rss_b = self._sample(now)
-        except psutil.Error as err:
+            self._refresh(now)
+            cpu_s, rss_b = self._sample()
+        except (psutil.Error, OSError) as err:
             raise SensorError(f"process: {err}") from err
         share = (cpu_s - self._last_cpu_s) / (now - self._last_t) if now > self._last_t else None
         self._last_cpu_s, self._last_t = cpu_s, now
         return {"process.cpu_share": share, "process.rss_mb": rss_b / _MIB, "process.uss_mb": self._uss_mb}
 
     def close(self) -> None:
-        """Nothing to release."""
+        self._statm.close()
 
-    def _sample(self, now: float) -> tuple[float, int]:
-        """Cumulative CPU seconds and RSS bytes of the tree; refreshes descendants and USS when due."""
-        refresh = now - self._refreshed_at >= self._refresh_s
-        if refresh:
-            self._refreshed_at = now
+    def _refresh(self, now: float) -> None:
+        if now - self._listed_at >= self._refresh_s:
             self._descendants = self._me.children(recursive=True)
-        own = os.times()
-        cpu_s = time.process_time() + own.children_user + own.children_system
-        tree = [self._me]
-        for child in self._descendants:
+            self._listed_at = now
+        if now - self._uss_at >= self._uss_wait_s:
+            self._uss_mb = self._tree_uss_mb()
+            self._uss_at = now
+            self._uss_wait_s = max(self._refresh_s, (time.monotonic() - now) / MAX_USS_DUTY)
+
+    def _tree_uss_mb(self) -> float | None:
+        uss_b = 0
+        for p in [self._me, *self._descendants]:
             try:
-                t = child.cpu_times()
-                cpu_s += t.user + t.system + t.children_user + t.children_system
-                tree.append(child)
-            except psutil.NoSuchProcess:
-                pass  # exited: once reaped, its time is in its parent's children_*
-        rss_b = uss_b = 0
-        for p in tree:
-            try:
-                if refresh and uss_b is not None:
-                    info = p.memory_full_info()
-                    uss_b += info.uss
-                else:
-                    info = p.memory_info()
-                rss_b += info.rss
+                uss_b += p.memory_full_info().uss
             except psutil.NoSuchProcess:
                 pass
             except psutil.AccessDenied:
-                uss_b = None
-        if refresh:
-            self._uss_mb = None if uss_b is None else uss_b / _MIB
+                return None
+        return uss_b / _MIB
+
+    def _sample(self) -> tuple[float, int]:
+        """Cumulative CPU seconds and RSS bytes of the tree (descendants as last listed)."""
+        own = os.times()
+        cpu_s = time.process_time() + own.children_user + own.children_system
+        rss_b = int(os.pread(self._statm.fileno(), 256, 0).split()[1]) * _PAGE_B
+        for child in self._descendants:
+            try:
+                t = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # exited: once reaped, its time is in its parent's children_*
+            cpu_s += t.user + t.system + t.children_user + t.children_system
+            try:
+                rss_b += child.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
         return cpu_s, rss_b
 
 
@@ -101,5 +126,5 @@ def probe(*, refresh_s: float = 1.0) -> ProcessSensor | Unavailable:
     """Open the process-tree sensor (psutil works wherever it imports)."""
     try:
         return ProcessSensor(refresh_s)
-    except psutil.Error as err:
+    except (psutil.Error, OSError) as err:
         return Unavailable(NAME, f"psutil cannot read this process: {err}")
