@@ -7,6 +7,7 @@ right after the last one and writes ``latency.csv`` and ``meta.json``.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -14,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from .sensors import open_sensors
 from .sensors.base import Sensor
 
 SCHEMA = 1
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,19 @@ class Plan:
                 setattr(plan, name, value)
         if overrides.get("iterations") is not None:
             plan.iterations_at = {}  # an explicit --iters applies to every size
+        plan.iterations_at = {size: n for size, n in plan.iterations_at.items() if size in plan.sizes}
         plan.validate()
         return plan
 
     def validate(self) -> None:
         if not self.sizes or any(size <= 0 for size in self.sizes):
             raise ValueError(f"input sizes must be positive integers, got {self.sizes}")
+        repeated = sorted({size for size in self.sizes if self.sizes.count(size) > 1})
+        if repeated:
+            raise ValueError(f"--sizes lists {', '.join(map(str, repeated))} more than once")
+        stray = sorted(set(self.iterations_at) - set(self.sizes))
+        if stray:
+            raise ValueError(f"--iters-at names size(s) {', '.join(map(str, stray))} that --sizes does not list")
         for name in ("iterations", "runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name[:5] if name == 'iterations' else name} must be at least 1, got {getattr(self, name)}")
@@ -101,10 +112,12 @@ class Plan:
     def iterations_for(self, size: int) -> int:
         return self.iterations_at.get(size, self.iterations)
 
-    def cells(self) -> Iterator[tuple[int, int]]:
-        for size in self.sizes:
-            for run in range(self.runs):
-                yield size, run
+    def cells(self, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, int]]:
+        """The (input size, run) cells, or those of the ``i``-th of ``n`` interleaved shares, ``shard=(i, n)``."""
+        index, count = shard
+        for i, cell in enumerate((size, run) for size in self.sizes for run in range(self.runs)):
+            if i % count == index:
+                yield cell
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,6 +131,8 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"unsupported device {name!r}; use cpu, cuda, cuda:<i> or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -202,38 +217,21 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
     """
     from tqdm.auto import tqdm
 
-    if plan.precision is not None and shard != (0, 1):
-        raise ValueError("--precision decides the number of runs as it goes; it cannot be split with --shard")
     device = resolve_device(plan.device)
-    out = runtree.prepare_out(out)
-    todo = [cell for i, cell in enumerate(plan.cells()) if i % shard[1] == shard[0]]
-    if resume:
-        todo = [cell for cell in todo if not runtree.is_complete(runtree.run_dir(out, *cell))]
-    else:
-        done = [cell for cell in todo if runtree.run_dir(out, *cell).exists()]
-        if done:
-            raise runtree.RunTreeError(f"{out} already holds runs (first: input_{done[0][0]}/run_{done[0][1]}); "
-                                       "pass --resume to complete it or choose another --out")
-    loaded = load_model(plan.model)
-    size_errors = []
-    for size in plan.sizes:
-        try:
-            loaded.check_size(size)
-        except ModelError as error:
-            size_errors.append(error)
-    if len(size_errors) == len(plan.sizes):  # nothing to measure; within a sweep a bad size is a failed point
-        raise size_errors[0]
+    loaded = load_checked(plan)
+    out, todo = prepare_study(plan, out, resume=resume, shard=shard)
+    if not todo and plan.precision is None:
+        return out
     opened, unavailable = sensors if sensors is not None else open_sensors(gpu=True)
     try:
         session = Session(plan, out, loaded, device, opened, unavailable, {}, host_info(device, opened))
-        runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": asdict(plan), "host": session.host})
         loaded.module.to(device)
         session.idle_power_w = measure_idle(session) if plan.idle_s else {}
         flops: dict[int, int | None] = {}
         if plan.precision is not None:
             for size in tqdm(plan.sizes, desc=f"{plan.model} to ±{plan.precision:.1%}", unit="point",
                              disable=not progress):
-                measure_to_precision(session, size, flops)
+                measure_to_precision(session, size, flops, resume=resume)
             return out
         bar = tqdm(todo, desc=plan.model, unit="run", disable=not progress)
         for size, run in bar:
@@ -247,28 +245,80 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
     return out
 
 
-def measure_to_precision(session: Session, size: int, flops: dict[int, int | None]) -> str:
+def load_checked(plan: Plan) -> LoadedModel:
+    """The plan's model, once some of its sizes fit it (within a sweep a bad size is a failed point)."""
+    loaded = load_model(plan.model)
+    size_errors = []
+    for size in plan.sizes:
+        try:
+            loaded.check_size(size)
+        except ModelError as error:
+            size_errors.append(error)
+    if len(size_errors) == len(plan.sizes):  # nothing to measure
+        raise size_errors[0]
+    return loaded
+
+
+def prepare_study(plan: Plan, out: Path, *, resume: bool = False,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[Path, list[tuple[int, int]]]:
+    """Check that the run tree ``out`` can take the ``shard``'s cells of ``plan``; the tree and the cells to measure.
+
+    ``study.json`` records the plan: a tree started with another plan is refused
+    (its runs would not be comparable), and every process of a sharded study
+    writes the same bytes there, atomically. Without ``resume`` a cell that
+    already has a folder is refused; with it, the cells not complete remain.
+    """
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"a shard is i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
+    if plan.precision is not None and shard != (0, 1):
+        raise ValueError("--precision decides the number of runs as it goes; it cannot be split into shards")
+    out = runtree.prepare_out(out)
+    planned = json.loads(json.dumps(asdict(plan), default=str))
+    recorded = runtree.read_json(out / runtree.STUDY_FILE)
+    if recorded is not None:
+        before = recorded.get("plan") if isinstance(recorded.get("plan"), dict) else {}
+        changed = [f"{key}: {before.get(key)!r} there, {value!r} now" for key, value in planned.items()
+                   if before.get(key) != value]
+        if changed:
+            raise runtree.RunTreeError(f"{out} was started with another plan ({'; '.join(changed[:3])}); "
+                                       "give the same options to complete it, or choose another --out")
+    mine = list(plan.cells(shard))
+    if not resume:
+        taken = [cell for cell in mine if runtree.run_dir(out, *cell).exists()]
+        if taken:
+            raise runtree.RunTreeError(f"{out} already holds runs (first: input_{taken[0][0]}/run_{taken[0][1]}); "
+                                       "pass --resume to complete it or choose another --out")
+    if recorded is None:
+        runtree.write_json(out / runtree.STUDY_FILE, {"schema": SCHEMA, "plan": planned})
+    return out, [cell for cell in mine if not runtree.is_complete(runtree.run_dir(out, *cell))]
+
+
+def measure_to_precision(session: Session, size: int, flops: dict[int, int | None], resume: bool = False) -> str:
     """Add runs at ``size`` until the 95 % CI of the median is within ``plan.precision``.
 
     The quantity is the energy per inference of the run's measured domain (the
     GPU's on a GPU, else the CPU package's), or the median latency where no
     energy is measured (an estimate is a model, not a measurement to converge).
     Each window lasts at least ``plan.min_window_s``. Every run's ``meta.json``
-    ends up with the point's ``stop_reason``.
+    ends up with the point's ``stop_reason``. With ``resume``, complete runs are
+    read back instead of measured again, and new runs keep their iterations.
     """
     from analysis import bootstrap_median_ci
 
     plan = session.plan
-    iterations = iterations_for_window(session, size)
+    kept = [runtree.read_meta(runtree.run_dir(session.out, size, run)) if resume else None
+            for run in range(plan.max_runs)]
+    kept = [meta if meta and meta.get("status") == runtree.COMPLETE else None for meta in kept]
+    iterations = kept[0]["iterations"] if kept[0] else iterations_for_window(session, size)
     metas, values, quantity = [], [], None
     reason = f"cap reached: {plan.max_runs} runs without reaching ±{plan.precision:.1%}"
     for run in range(plan.max_runs):
-        meta = measure_cell(session, size, run, flops, iterations=iterations)
+        meta = kept[run] or measure_cell(session, size, run, flops, iterations=iterations)
         metas.append(meta)
         if meta["status"] != runtree.COMPLETE:
             reason = f"run {run} failed: {meta['reason']}"
             break
-        quantity, value = precision_quantity(session, runtree.run_dir(session.out, size, run), meta)
+        quantity, value = precision_quantity(session, runtree.run_dir(session.out, size, run))
         values.append(value)
         if len(values) >= max(plan.runs, 3):
             median = float(np.median(values))
@@ -294,7 +344,7 @@ def iterations_for_window(session: Session, size: int) -> int:
     return max(1, int(np.ceil(session.plan.min_window_s / latency)))
 
 
-def precision_quantity(session: Session, folder: Path, meta: dict) -> tuple[str, float]:
+def precision_quantity(session: Session, folder: Path) -> tuple[str, float]:
     """The figure whose precision is tracked for a finished run, and its value."""
     import warnings
 
@@ -303,21 +353,36 @@ def precision_quantity(session: Session, folder: Path, meta: dict) -> tuple[str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
         runs = load_study(folder).runs
-    domain = "gpu" if session.device.type == "cuda" else "cpu_package"
+    name, values = tracked_quantity(runs, session.device.type == "cuda")
+    return name, float(values.iloc[0])
+
+
+def tracked_quantity(runs: "pd.DataFrame", on_gpu: bool) -> tuple[str, "pd.Series"]:
+    """The measured energy per inference of the runs' main domain, else their median latency.
+
+    The GPU's energy on a GPU, the CPU package's on a CPU; an estimate is a
+    model, not a measurement whose precision can be tracked.
+    """
+    domain = "gpu" if on_gpu else "cpu_package"
     column = f"{domain}_energy_per_inference_j"
-    if column in runs and runs.at[0, f"{domain}_source"] == "measured" and np.isfinite(runs.at[0, column]):
-        return f"{domain} energy per inference", float(runs.at[0, column])
-    return "latency (no measured energy sensor)", float(runs.at[0, "latency_median_s"])
+    if column in runs and (runs[f"{domain}_source"] == "measured").all() and np.isfinite(runs[column]).all():
+        return f"{domain} energy per inference", runs[column]
+    return "latency (no measured energy sensor)", runs["latency_median_s"]
 
 
 def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | None],
                  iterations: int | None = None) -> dict:
-    """Measure one (input size, run) cell; a failure is recorded, never raised."""
+    """Measure one (input size, run) cell.
+
+    The model failing (an error, out of memory) is recorded as a ``failed`` run,
+    never raised; an OSError writing the tree (disk full, read-only) propagates
+    and leaves the run ``running``. The files are written in an order that
+    makes a run ``complete`` only once all of them are in place.
+    """
     plan, loaded = session.plan, session.loaded
     folder = runtree.run_dir(session.out, size, run)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (runtree.SAMPLES_FILE, runtree.LATENCY_FILE):
-        (folder / stale).unlink(missing_ok=True)
+    runtree.clear_run(folder)
     meta = {
         "schema": SCHEMA, "status": runtree.RUNNING, "reason": None,
         "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
