@@ -4,7 +4,10 @@ A run folder is any folder holding ``power_metrics.json``, at any depth.  Ours
 carry ``meta.json`` (see docs/run-tree.md); AIPowerMeter's carry none, so their
 model, input size and run come from the path and their iteration count from
 the latency file.  Bad input never stops the rest: each problem is an
-``AnalysisWarning`` naming the file and what was done.
+``AnalysisWarning`` naming the file and what was done.  A run found twice
+(same model, input size and run in two folders) is counted once: the first
+folder in walk order is kept, the other named in a warning.  Files of other
+names (notes, a killed writer's ``.meta.json.*.tmp``) are ignored.
 
 Speed: our sample files have the same keys in the same order on every line, so
 files sharing a key header are concatenated, their JSON punctuation turned into
@@ -38,6 +41,7 @@ SEGMENT_END = "END OF RECORDING SEGMENT"
 CHUNK_BYTES = 32 << 20
 WORKERS = 3
 BLANKS = bytes.maketrans(b",{}:", b"    ")
+MARKS = ("start", "tick", "end")
 MIB = 1 << 20
 # AIPowerMeter key (under metrics.cpu / metrics.gpu) -> our channel; all W unless named.
 AIPM_POWER = {("cpu", "intel_power"): "cpu_package.power_w", ("cpu", "total_dram_power"): "dram.power_w",
@@ -137,13 +141,16 @@ def recording_power(path: str | Path, sensors: dict) -> pd.DataFrame:
 
 def _run_info(root: Path, model: str | None, include_incomplete: bool) -> pd.DataFrame:
     """One row per usable run folder, indexed 0..n-1: identity, protocol and what the parsers need."""
-    records, skipped = [], []
+    records, skipped, seen = [], [], {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort(key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
         folder = Path(dirpath)
         if SAMPLES_FILE not in filenames:
-            if META_FILE in filenames and (_read_meta(folder) or {}).get("status") == "complete":
+            status = (_read_meta(folder) or {}).get("status") if META_FILE in filenames else None
+            if status == "complete":
                 warn(f"{folder / META_FILE}: run marked complete but {SAMPLES_FILE} is missing; run skipped")
+            elif status is not None:  # failed, or interrupted, before its window
+                skipped.append(f"{folder.relative_to(root)} ({status}, no samples)")
             continue
         record = _our_record(folder) if META_FILE in filenames else _aipm_record(folder, model)
         if record is None:
@@ -151,10 +158,15 @@ def _run_info(root: Path, model: str | None, include_incomplete: bool) -> pd.Dat
         if record["status"] != "complete" and not include_incomplete:
             skipped.append(f"{folder.relative_to(root)} ({record['status']})")
             continue
+        key = (record["model"], record["input_size"], record["run"])
+        if key in seen:
+            warn(f"{folder}: same model, input size and run as {seen[key]}; duplicate skipped (the first is kept)")
+            continue
+        seen[key] = folder
         record["folder"] = folder.relative_to(root).as_posix()
         records.append(record)
     if skipped:
-        warn(f"{root}: {len(skipped)} incomplete run(s) left out (include_incomplete=True keeps them): "
+        warn(f"{root}: {len(skipped)} incomplete run(s) left out (include_incomplete=True keeps those with samples): "
              + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     if not records:
         raise NoUsableRuns(f"{root}: no usable run folder (none holds a readable {SAMPLES_FILE} and its metadata)")
@@ -172,9 +184,10 @@ def _read_meta(folder: Path) -> dict | None:
 def _our_record(folder: Path) -> dict | None:
     meta = _read_meta(folder)
     missing = [k for k in ("model", "input_size", "run", "iterations", "status") if meta and meta.get(k) is None]
-    if meta is None or missing:
-        warn(f"{folder / META_FILE}: " + ("unreadable" if meta is None else f"lacks {', '.join(missing)}")
-             + "; run skipped")
+    malformed = _malformed(meta) if meta and not missing else []
+    if meta is None or missing or malformed:
+        warn(f"{folder / META_FILE}: " + ("unreadable" if meta is None else f"lacks {', '.join(missing)}" if missing
+                                          else f"malformed {', '.join(malformed)}") + "; run skipped")
         return None
     device, host = meta.get("device"), meta.get("host") or {}
     on_gpu = str(device).startswith("cuda")
@@ -191,6 +204,28 @@ def _our_record(folder: Path) -> dict | None:
     }
 
 
+def _malformed(meta: dict) -> list[str]:
+    """The keys of ``meta`` whose values have a type the analysis cannot use."""
+    def integer(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value: object) -> bool:
+        return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    sensors, idle, host = meta.get("sensors") or {}, meta.get("idle_power_w") or {}, meta.get("host") or {}
+    sound = {
+        "model": isinstance(meta["model"], str), "status": isinstance(meta["status"], str),
+        "input_size": integer(meta["input_size"]), "run": integer(meta["run"]), "iterations": integer(meta["iterations"]),
+        "sensors": isinstance(sensors, dict) and all(isinstance(s, dict) and number(s.get("counter_wrap_j"))
+                                                     for s in sensors.values()),
+        "idle_power_w": isinstance(idle, dict) and all(number(v.get("value") if isinstance(v, dict) else v)
+                                                       for v in idle.values()),
+        "host": isinstance(host, dict) and isinstance(host.get("gpus") or [], list)
+                and all(isinstance(gpu, dict) for gpu in host.get("gpus") or []),
+    }
+    return [key for key, ok in sound.items() if not ok]
+
+
 def _idle(idle_power_w: dict) -> dict[str, float]:
     """``{domain: W}`` from meta's ``{domain: {value, source}}`` (a bare number is accepted too)."""
     return {d: float(v["value"] if isinstance(v, dict) else v) for d, v in idle_power_w.items()
@@ -204,7 +239,7 @@ def _aipm_record(folder: Path, model: str | None) -> dict | None:
     name (its number if it is one) and the model its parent folder's name.
     """
     first = _first_line(folder / SAMPLES_FILE)
-    if not (isinstance(first, dict) and "metrics" in first):
+    if not (first == SEGMENT_END or isinstance(first, dict) and "metrics" in first):
         what = "holds our sample format but no meta.json" if isinstance(first, dict) and "t_s" in first \
             else "is empty or not a recognised power_metrics.json"
         warn(f"{folder / SAMPLES_FILE}: {what}; run skipped")
@@ -371,7 +406,8 @@ def _json_lines(path: Path, data: bytes, sound: Callable[[object], bool]) -> lis
 
 def _parse_lines(run: int, path: Path, data: bytes, text: bool) -> pd.DataFrame | None:
     """The slow, forgiving path for our files: line by line, bad lines skipped with a warning."""
-    rows = _json_lines(path, data, lambda v: isinstance(v, dict) and isinstance(v.get("t_s"), (int, float)))
+    rows = _json_lines(path, data, lambda v: isinstance(v, dict) and isinstance(v.get("t_s"), (int, float))
+                       and v.get("mark") in MARKS)
     if not rows:
         return None
     frame = pd.DataFrame.from_records(rows)
@@ -519,6 +555,9 @@ def _latencies(info: pd.DataFrame) -> pd.Series:
             continue
         head, _, rest = data.partition(b"\n")
         body = rest if head.strip() == b"latency_s" else data
+        if not body.strip():
+            warn(f"{folder / LATENCY_CSV}: no latency value; latency unknown")
+            continue
         if body and not body.endswith(b"\n"):
             body += b"\n"
         bodies.append(body)

@@ -306,9 +306,8 @@ def measure_to_precision(session: Session, size: int, flops: dict[int, int | Non
     from analysis import bootstrap_median_ci
 
     plan = session.plan
-    kept = [runtree.read_meta(runtree.run_dir(session.out, size, run)) if resume else None
-            for run in range(plan.max_runs)]
-    kept = [meta if meta and meta.get("status") == runtree.COMPLETE else None for meta in kept]
+    folders = [runtree.run_dir(session.out, size, run) for run in range(plan.max_runs)]
+    kept = [runtree.read_meta(folder) if resume and runtree.is_complete(folder) else None for folder in folders]
     iterations = kept[0]["iterations"] if kept[0] else iterations_for_window(session, size)
     metas, values, quantity = [], [], None
     reason = f"cap reached: {plan.max_runs} runs without reaching ±{plan.precision:.1%}"
@@ -318,7 +317,7 @@ def measure_to_precision(session: Session, size: int, flops: dict[int, int | Non
         if meta["status"] != runtree.COMPLETE:
             reason = f"run {run} failed: {meta['reason']}"
             break
-        quantity, value = precision_quantity(session, runtree.run_dir(session.out, size, run))
+        quantity, value = precision_quantity(session, folders[run])
         values.append(value)
         if len(values) >= max(plan.runs, 3):
             median = float(np.median(values))
@@ -328,9 +327,9 @@ def measure_to_precision(session: Session, size: int, flops: dict[int, int | Non
                 reason = (f"precision reached: 95 % CI of the median {quantity} within ±{half_width:.2%} "
                           f"(target ±{plan.precision:.1%}) after {len(values)} runs")
                 break
-    for run, meta in enumerate(metas):
+    for folder, meta in zip(folders, metas):
         meta["stop_reason"] = reason
-        runtree.write_json(runtree.run_dir(session.out, size, run) / runtree.META_FILE, meta)
+        runtree.write_json(folder / runtree.META_FILE, meta)
     return reason
 
 
