@@ -55,8 +55,10 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
 
     Samples must already be cut to the window.  Every backward step between two
     consecutive readings is a wrap and adds that run's ``wrap_j``; a backward
-    step where ``wrap_j`` is NaN (a counter that should never wrap) makes the
-    run's energy NaN, as does a missing reading at either edge.
+    step where ``wrap_j`` is NaN (a counter that should never wrap), or one of
+    at most half of ``wrap_j`` (a glitch: a wrap drops from near the top to
+    near zero), makes the run's energy NaN, as does a missing reading at
+    either edge.
     Returns ``(energy_j, problems)``.
     """
     counter_j = np.asarray(counter_j, dtype=float)
@@ -65,7 +67,10 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
     sound = ~np.isnan(counter_j)
     step_run, steps = run[sound], np.diff(counter_j[sound])
     backward = (steps < 0) & (step_run[1:] == step_run[:-1])
+    # a wrap drops from near the top to near zero; a smaller drop is a glitch, not a wrap
+    glitch = backward & (-steps <= 0.5 * wrap_j[step_run[1:]])
     wraps = np.bincount(step_run[1:][backward], minlength=n_runs)
+    glitches = np.bincount(step_run[1:][glitch], minlength=n_runs)
     present = np.zeros(n_runs, dtype=bool)
     present[run] = True
     edges = np.full((2, n_runs), np.nan)
@@ -76,6 +81,8 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
     problems[np.bincount(run, minlength=n_runs) == 1] = "fewer than two samples in the window"
     no_wrap = (wraps > 0) & np.isnan(wrap_j)
     problems[no_wrap] = [f"counter went backwards {w} time(s) but has no wrap value" for w in wraps[no_wrap]]
+    problems[glitches > 0] = [f"counter went backwards {g} time(s) by less than half its wrap value "
+                              f"({w:g} J): not a wrap" for g, w in zip(glitches[glitches > 0], wrap_j[glitches > 0])]
     problems[~present] = "no sample in the window"
     energy[problems.astype(bool)] = np.nan
     return energy, problems

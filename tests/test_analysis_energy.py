@@ -151,3 +151,11 @@ def test_combine_domains_keeps_a_total_gpu_domain_of_its_own():
                                "method": ["trapezoid"] * 3})
     out = combine_domains(per_domain).set_index("domain")["energy_j"]
     assert out.to_dict() == {"gpu": 9.0, "gpu0": 4.0, "gpu1": 3.0}
+
+
+def test_a_small_backward_step_is_a_glitch_not_a_wrap():
+    # RAPL wraps at 100 J: 50 → 49 is not a wrap (that would add 99 J), 60 → 2 is
+    energy, problems = counter_energy(runs_of(3, 3), np.array([40.0, 50.0, 49.0, 50.0, 60.0, 2.0]),
+                                      np.array([100.0, 100.0]), 2)
+    assert np.isnan(energy[0]) and "not a wrap" in problems[0]
+    assert energy[1] == pytest.approx(52.0) and problems[1] is None
