@@ -9,6 +9,7 @@ See docs/tables.md for the tables and their columns.
 from .energy import combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
 from .load import AnalysisWarning, NoUsableRuns, Study, load_study, recording_power
 from .stats import bootstrap_median_ci, spearman, summarize
+from . import report  # notebook-level helpers: hardware, sources, comparisons, key numbers
 
 __all__ = [
     "AnalysisWarning", "NoUsableRuns", "Study", "load_study", "recording_power",

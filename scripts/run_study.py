@@ -2,9 +2,12 @@
 
     python scripts/run_study.py [--profile quick|full] [--results DIR] [--device auto|cpu|cuda]
 
-Each notebook measures its study through the package (in the chosen profile),
-writes its run tree, summary CSV and figures under ``DIR/<study>/``, and is
-saved executed (``DIR/<study>.ipynb``) and as HTML (``DIR/<study>.html``).
+Each notebook reads the committed results in ``data/<study>/``, measures its
+study again through the package (in the chosen profile), writes the fresh run
+tree, its summary and per-run CSVs, the comparison with the committed summary,
+``key_numbers.json`` and the figures (``figures/*.png``) under ``DIR/<study>/``,
+and is saved executed (``DIR/<study>.ipynb``) and as HTML (``DIR/<study>.html``).
+A notebook that fails is saved as far as it ran, and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -16,21 +19,31 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ("alexnet", "resnet50", "bert")
 
 
-def execute(name: str, results: Path, timeout_s: int) -> Path:
+def execute(name: str, results: Path, timeout_s: int) -> str | None:
+    """Run one notebook, save it executed and as HTML; the error's first line if a cell failed."""
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    executed = results / f"{name}.ipynb"
-    nbformat.write(notebook, executed)
+    error = None
+    try:
+        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    except CellExecutionError as failure:
+        error = str(failure).strip().splitlines()[-1]
+    nbformat.write(notebook, results / f"{name}.ipynb")
     html, _ = HTMLExporter().from_notebook_node(notebook)
     (results / f"{name}.html").write_text(html, encoding="utf-8")
-    return executed
+    return error
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def main() -> int:
@@ -48,14 +61,19 @@ def main() -> int:
     os.environ["STUDY_DEVICE"] = args.device
     if args.profile:
         os.environ["STUDY_PROFILE"] = args.profile
+    failed, began = [], time.perf_counter()
     for name in args.studies:
         started = time.perf_counter()
-        print(f"running the {name} study ...", flush=True)
-        executed = execute(name, results, args.timeout)
-        print(f"  {executed.relative_to(Path.cwd()) if executed.is_relative_to(Path.cwd()) else executed} "
-              f"(+ .html, figures and run tree in {name}/) in {time.perf_counter() - started:.0f} s", flush=True)
-    print(f"results written to {results}")
-    return 0
+        print(f"running the {name} study ({os.environ.get('STUDY_PROFILE') or 'default'} profile) ...", flush=True)
+        error = execute(name, results, args.timeout)
+        print(f"  {shown(results / name)}.ipynb and .html, with the run tree, CSVs and figures in "
+              f"{shown(results / name)}/, in {time.perf_counter() - started:.0f} s", flush=True)
+        if error:
+            failed.append(name)
+            print(f"  FAILED: {error}", flush=True)
+    print(f"results written to {shown(results)}/ in {time.perf_counter() - began:.0f} s"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ Domain ``process``, channels:
   ``None`` where a process's is unreadable.
 
 Listing descendants walks the whole process table (about a millisecond on a
-machine running a hundred processes) and USS walks page tables (about 13 ms
-per GiB resident): too slow for every sample.  Descendants are listed at most
-every ``refresh_s`` (in the domain's details).  USS is read at most every
+machine running a hundred processes, and a system call per process that lets
+the inference thread take the GIL) and USS walks page tables (about 13 ms per
+GiB resident): too slow for every sample.  Descendants are listed at most
+every ``refresh_s`` (in the domain's details), through psutil only when the
+kernel's per-thread ``children`` lists show that this process has a child.  USS is read at most every
 ``refresh_s`` too, and never more than ``MAX_USS_DUTY`` of the time: after a
 read that took d seconds the next waits at least d / ``MAX_USS_DUTY`` (13 s
 for a process of 1 GiB).  Reads in between reuse the last list and USS.  A
@@ -51,6 +53,7 @@ class ProcessSensor:
     def __init__(self, refresh_s: float = 1.0):
         self._me = psutil.Process()
         self._statm = open(f"/proc/{self._me.pid}/statm", "rb", buffering=0)
+        self._tasks = f"/proc/{self._me.pid}/task"
         self._refresh_s = refresh_s
         self._listed_at = -math.inf
         self._uss_at = -math.inf
@@ -86,12 +89,25 @@ class ProcessSensor:
 
     def _refresh(self, now: float) -> None:
         if now - self._listed_at >= self._refresh_s:
-            self._descendants = self._me.children(recursive=True)
+            self._descendants = self._me.children(recursive=True) if self._has_children() else []
             self._listed_at = now
         if now - self._uss_at >= self._uss_wait_s:
             self._uss_mb = self._tree_uss_mb()
             self._uss_at = now
             self._uss_wait_s = max(self._refresh_s, (time.monotonic() - now) / MAX_USS_DUTY)
+
+    def _has_children(self) -> bool:
+        """Whether a thread of this process has a child: a few small reads instead of psutil's walk of
+        every process; True where the kernel has no ``/proc/<pid>/task/<tid>/children`` or a thread
+        ended meanwhile, so that psutil decides."""
+        try:
+            for tid in os.listdir(self._tasks):
+                with open(f"{self._tasks}/{tid}/children", "rb") as children:
+                    if children.read(1):
+                        return True
+        except OSError:
+            return True
+        return False
 
     def _tree_uss_mb(self) -> float | None:
         uss_b = 0

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The committed CPU study: data/{alexnet,resnet50,bert}/ measured on this machine's CPU.
+#
+#   scripts/cpu_study.sh                 # all three studies (about 10 minutes on an idle 2-core CPU)
+#   scripts/cpu_study.sh resnet50 bert   # some of them
+#
+# For each study it runs `python -m measure run ... --device cpu` into a fresh
+# folder, summarises it with `python -m analysis summarize`, writes a README.md
+# saying how, where and when, and only then replaces data/<study>/ (a failed or
+# interrupted run leaves the committed data as they were). Layout:
+#
+#   data/<study>/tree/        the run tree (docs/run-tree.md)
+#   data/<study>/summary.csv  one row per input size (docs/tables.md, summarize)
+#   data/<study>/runs.csv     one row per run
+#   data/<study>/README.md    command, machine, date, load
+#   data/alexnet/cold/        AlexNet measured with --warmup 0, each run in a new process
+#
+# The protocol is cut to fit a 2-core CPU (the seed's is for a GPU):
+# - ResNet50 stops at 1024 px: one inference takes over a second there on 2
+#   cores, and 2048 / 4096 px would take about 4x / 16x longer each;
+# - iterations per run are chosen so each energy window lasts about a second or
+#   more (the estimate samples CPU load every 0.1 s), fewer at large sizes;
+# - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100).
+#
+# Inference uses THREADS torch threads (OMP_NUM_THREADS, default 1): on a shared
+# 2-core machine, two threads make every parallel region wait for the thread that
+# another process has descheduled (AlexNet went from 14 ms to 235 ms per inference),
+# while one thread is only slowed down in proportion (17 ms alone).
+#
+# Before each study it waits (up to WAIT_S seconds) for the 1-minute load average
+# to fall below MAX_LOAD: other processes on the CPU would slow the inferences down
+# and inflate the estimated energy. The README records the load before and after.
+#
+# Environment: DATA (default data), RUNS (default 10), PYTHON (default .venv/bin/python),
+# THREADS (default 1), MAX_LOAD (default 1.0), WAIT_S (default 1800).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DATA="${DATA:-data}"
+RUNS="${RUNS:-10}"
+MAX_LOAD="${MAX_LOAD:-1.0}"
+WAIT_S="${WAIT_S:-1800}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${THREADS:-1}"
+studies=("$@")
+[ ${#studies[@]} -gt 0 ] || studies=(alexnet resnet50 bert)
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+wait_for_quiet() {  # until the 1-minute load average is below MAX_LOAD, or WAIT_S seconds
+  local waited=0
+  while awk -v max="$MAX_LOAD" '{ exit !($1 >= max) }' /proc/loadavg && [ "$waited" -lt "$WAIT_S" ]; do
+    [ "$waited" -gt 0 ] || echo "waiting for the load average ($(loadavg)) to fall below $MAX_LOAD ..."
+    sleep 15; waited=$((waited + 15))
+  done
+}
+
+measure() {  # measure OUT MODEL [OPTIONS...]: one `python -m measure run`, logged in the study's README
+  local out=$1; shift
+  local cmd=(python -m measure run "$@" --device cpu --out "$out" --no-progress)
+  echo "    ${cmd[*]}" | sed "s#$build#$DATA/$study#" >>"$build/commands.txt"
+  echo "== ${cmd[*]}"
+  "$PYTHON" "${cmd[@]:1}"
+}
+
+summarize() {  # summarize TREE DEST: summary.csv and runs.csv of a run tree
+  local cmd=(python -m analysis summarize "$1" -o "$2/summary.csv" --runs-csv "$2/runs.csv")
+  echo "    ${cmd[*]}" | sed "s#$build#$DATA/$study#g" >>"$build/commands.txt"
+  "$PYTHON" "${cmd[@]:1}"
+}
+
+alexnet() {
+  measure "$build/tree" alexnet --sizes 224 --iters 200 --warmup 20 --runs "$RUNS"
+  # The warm-up effect: no untimed warm-up, and each of the 3 runs in a process of its own (one shard each).
+  for k in 0 1 2; do
+    measure "$build/cold" alexnet --sizes 224 --iters 100 --warmup 0 --runs 3 --idle-seconds 1 --shard "$k/3"
+  done
+}
+
+resnet50() {
+  measure "$build/tree" resnet50 --sizes 8 32 64 128 256 512 1024 --iters 20 --warmup 3 --runs "$RUNS" \
+    --iters-at 8=100 --iters-at 32=100 --iters-at 64=80 --iters-at 128=60 --iters-at 256=30 \
+    --iters-at 512=8 --iters-at 1024=3
+}
+
+bert() {
+  measure "$build/tree" bert --sizes 50 100 150 200 250 300 350 400 450 500 --iters 8 --warmup 2 --runs "$RUNS" \
+    --iters-at 50=20 --iters-at 100=12
+}
+
+for study in "${studies[@]}"; do
+  case "$study" in alexnet|resnet50|bert) ;; *) echo "unknown study $study (alexnet, resnet50, bert)" >&2; exit 2 ;; esac
+  build="$DATA/.build-$study"
+  rm -rf "$build" && mkdir -p "$build"
+  wait_for_quiet
+  started=$(date +%s) load_before=$(loadavg) date_utc=$(date -u +%Y-%m-%dT%H:%MZ)
+  "$study"
+  summarize "$build/tree" "$build"
+  load_after=$(loadavg) minutes=$(( ($(date +%s) - started + 30) / 60 ))
+  cpu=$("$PYTHON" -c 'from measure.protocol import cpu_model; print(cpu_model())')
+  gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+  weights=$("$PYTHON" -c 'import sys, pandas; print(", ".join(pandas.read_csv(sys.argv[1])["weights"].unique()))' \
+            "$build/runs.csv")
+  sensors=$("$PYTHON" -m measure sensors)
+  if grep -q '^rapl .*unavailable' <<<"$sensors"; then
+    energy="CPU energy is **estimated** (TDP x machine-wide CPU load): RAPL cannot be read here"
+  else
+    energy="CPU energy is **measured** (RAPL)"
+  fi
+  {
+    echo "# $study: committed CPU study"
+    echo
+    echo "Measured on $date_utc by \`scripts/cpu_study.sh $study\` in about $minutes min, which ran:"
+    echo
+    cat "$build/commands.txt"
+    echo
+    echo "- Machine: $cpu, $(nproc) logical CPUs, $gpus CUDA GPU(s); inference on the CPU (\`--device cpu\`)"
+    echo "  with $OMP_NUM_THREADS torch thread(s) (\`OMP_NUM_THREADS=$OMP_NUM_THREADS\`)."
+    echo "- $energy. \`python -m measure sensors\` said:"
+    echo
+    sed 's/^/      /' <<<"$sensors"
+    echo
+    echo "- Load average (1, 5, 15 min) before: $load_before; after: $load_after. On a shared machine other"
+    echo "  processes slow the inferences down and raise the estimated CPU energy, which follows the whole machine's load."
+    echo "- Weights: $weights (pretrained weights are used only when already in the local cache);"
+    echo "  latency and energy depend on the architecture and the input size, not on the weight values."
+    echo
+    echo "Files: \`tree/\` (run tree, docs/run-tree.md), \`summary.csv\` (one row per input size) and"
+    echo "\`runs.csv\` (one row per run), both described in docs/tables.md."
+    [ "$study" != alexnet ] || echo "\`cold/\`: 3 runs with \`--warmup 0\`, each in a new process, for the warm-up effect."
+  } >"$build/README.md"
+  rm "$build/commands.txt"
+  rm -rf "$DATA/$study.old"
+  [ ! -e "$DATA/$study" ] || mv "$DATA/$study" "$DATA/$study.old"
+  mv "$build" "$DATA/$study" && rm -rf "$DATA/$study.old"
+  echo "$study: $DATA/$study ($(du -sh "$DATA/$study" | cut -f1), $minutes min)"
+done

@@ -1,0 +1,51 @@
+"""Smoke tests of the benchmark scripts: a tiny configuration runs and ends with sane key=value figures."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> dict[str, str]:
+    """Run ``benchmarks/<name>`` with ``args``; its last line as a dict."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    pairs = dict(pair.split("=", 1) for pair in last.split())
+    assert pairs, f"no key=value pairs on the last line: {last!r}"
+    return pairs
+
+
+def positive(value: str) -> bool:
+    return 0 < float(value) < float("inf")
+
+
+def ratio_or_unavailable(value: str) -> bool:
+    return value == "unavailable" or positive(value)
+
+
+def test_overhead_tiny_run():
+    keys = run_script("overhead.py", "--rounds", "1", "--iters", "3", "--size", "8", "--device", "cpu")
+    for period in ("0.1", "0.01"):
+        assert positive(keys[f"overhead_ratio_p{period}"])  # one round of 10 ms blocks: noise, not a measurement
+        low, high = map(float, keys[f"overhead_ratio_p{period}_ci95"].split(".."))
+        assert low <= high
+        assert 0 <= float(keys[f"recorder_cpu_s_per_s_p{period}"]) < 1
+        assert keys[f"goal_met_p{period}"] in ("true", "false")
+    assert ratio_or_unavailable(keys["codecarbon_ratio"])
+    assert ratio_or_unavailable(keys["zeus_ratio"])
+    assert keys["device"] == "cpu"
+
+
+def test_integration_accuracy_tiny_run():
+    keys = run_script("integration_accuracy.py", "--reps", "30", "--window", "5")
+    assert 0 < float(keys["counter_error_pct"]) <= float(keys["counter_error_p95_pct"]) < 5  # 0.1 s / 5 s = 2 % at most
+    assert keys["counter_window_for_0.1pct_median_s"] == "29" and keys["counter_window_for_0.1pct_p95_s"] == "78"
+    for period in ("0.01", "0.05", "0.1", "0.5", "1", "2"):
+        assert 0 <= float(keys[f"ours_p{period}_error_pct"]) < float(keys[f"aipm_p{period}_error_pct"])
+    assert keys["ours_beats_aipm_all_periods"] == "true"
+    assert keys["counter_beats_aipm_all_periods"] in ("true", "false")
+
