@@ -75,12 +75,14 @@ class Recorder:
         self._samples = 0
         self._gaps = 0
         self.first_error: str | None = None  # the first failed read, for the run's metadata
+        self._write_error: OSError | None = None
 
     def start(self) -> None:
         self._file = open(self.path, "wb")
         self._stop.clear()
         self._samples = self._gaps = 0
         self.first_error = None
+        self._write_error = None
         self._refresh()
         with self._lock:
             self._t0 = time.perf_counter()
@@ -90,12 +92,16 @@ class Recorder:
 
     def stop(self) -> Window:
         """Take the ``end`` sample now, then stop the thread and close the file."""
-        with self._lock:
-            t_end = time.perf_counter()
-            end_utc = self._sample("end", t_end)
-            self._stop.set()  # under the lock: the thread writes no tick after ``end``
-        self._thread.join()
-        self._file.close()
+        try:
+            with self._lock:
+                self._stop.set()  # under the lock: the thread writes no tick after ``end``
+                t_end = time.perf_counter()
+                end_utc = self._sample("end", t_end)
+        finally:
+            self._thread.join()
+            self._file.close()
+        if self._write_error is not None:  # the thread could not write a tick (a full disk, say)
+            raise self._write_error
         return Window(self._start_utc, end_utc, t_end - self._t0, self._samples, self._gaps, self.first_error)
 
     def __enter__(self) -> "Recorder":
@@ -113,7 +119,11 @@ class Recorder:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._sample("tick", time.perf_counter())
+                try:
+                    self._sample("tick", time.perf_counter())
+                except OSError as error:  # raised again by stop(), in the measuring thread
+                    self._write_error = error
+                    return
             # skip grid points already missed (a slow read) instead of bursting to catch up
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 

@@ -111,3 +111,30 @@ def test_file_is_flushed_while_recording(tmp_path):
 def test_rejects_a_non_positive_period(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         Recorder([], tmp_path / "p.json", period_s=0)
+
+
+def test_a_failed_write_in_the_thread_is_raised_by_stop(tmp_path):
+    import errno
+
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005)
+    recorder.start()
+    real_file = recorder._file
+
+    class FullDisk:  # the disk fills up while the thread writes a tick; the end line still fits
+        def write(self, data):
+            if "tick" in str(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_file.write(data)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            real_file.close()
+
+    recorder._file = FullDisk()
+    time.sleep(0.03)
+    with pytest.raises(OSError, match="No space left"):
+        recorder.stop()
+    assert not recorder._thread.is_alive()
+    assert read_lines(tmp_path / "p.json")[-1]["mark"] == "end"
