@@ -409,6 +409,9 @@ def cpu_follows_latency(runs: pd.DataFrame, threshold: float = 0.8) -> dict:
         verdict = (f"not testable as stated: the work ran on the CPU, not on a GPU; {text}"
                    + ("; the CPU energy is estimated (TDP x load x time), so it follows latency by construction"
                       if source == "estimated" else ""))
+    elif not np.isfinite(result["rho"]):
+        holds = None
+        verdict = f"not testable: fewer than 3 runs with both values, or one of them constant; {text}"
     else:
         holds = follows
         verdict = f"{'holds' if follows else 'does not hold'} (threshold rho >= {threshold:g}): {text}" + (

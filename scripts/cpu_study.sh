@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The committed CPU study: data/{alexnet,resnet50,bert}/ measured on this machine's CPU.
 #
-#   scripts/cpu_study.sh                 # all three studies (about 10 minutes on an idle 2-core CPU)
+#   scripts/cpu_study.sh                 # all three studies (about 16 minutes on a 2-core CPU: ResNet50 5, BERT 10, AlexNet 1)
 #   scripts/cpu_study.sh resnet50 bert   # some of them
 #
 # For each study it runs `python -m measure run ... --device cpu` into a fresh
-# folder, summarises it with `python -m analysis summarize`, writes a README.md
+# temporary folder, summarises it with `python -m analysis summarize`, writes a README.md
 # saying how, where and when, and only then replaces data/<study>/ (a failed or
 # interrupted run leaves the committed data as they were). Layout:
 #
@@ -16,8 +16,8 @@
 #   data/alexnet/cold/        AlexNet measured with --warmup 0, each run in a new process
 #
 # The protocol is cut to fit a 2-core CPU (the seed's is for a GPU):
-# - ResNet50 stops at 1024 px: one inference takes over a second there on 2
-#   cores, and 2048 / 4096 px would take about 4x / 16x longer each;
+# - ResNet50 stops at 1024 px: one inference takes about 2 s there on one
+#   thread, and 2048 / 4096 px would take about 4x / 16x longer each;
 # - iterations per run are chosen so each energy window lasts about a second or
 #   more (the estimate samples CPU load every 0.1 s), fewer at large sizes;
 # - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100).
@@ -32,14 +32,14 @@
 # and inflate the estimated energy. The README records the load before and after.
 #
 # Environment: DATA (default data), RUNS (default 10), PYTHON (default .venv/bin/python),
-# THREADS (default 1), MAX_LOAD (default 1.0), WAIT_S (default 1800).
+# THREADS (default 1), MAX_LOAD (default 1.0), WAIT_S (default 600).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data}"
 RUNS="${RUNS:-10}"
 MAX_LOAD="${MAX_LOAD:-1.0}"
-WAIT_S="${WAIT_S:-1800}"
+WAIT_S="${WAIT_S:-600}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${THREADS:-1}"
 studies=("$@")
@@ -90,8 +90,8 @@ bert() {
 
 for study in "${studies[@]}"; do
   case "$study" in alexnet|resnet50|bert) ;; *) echo "unknown study $study (alexnet, resnet50, bert)" >&2; exit 2 ;; esac
-  build="$DATA/.build-$study"
-  rm -rf "$build" && mkdir -p "$build"
+  build="$(mktemp -d)/$study"  # outside the checkout until complete: nothing half-done to commit
+  mkdir -p "$build"
   wait_for_quiet
   started=$(date +%s) load_before=$(loadavg) date_utc=$(date -u +%Y-%m-%dT%H:%MZ)
   "$study"
@@ -114,7 +114,7 @@ for study in "${studies[@]}"; do
     echo
     cat "$build/commands.txt"
     echo
-    echo "- Machine: $cpu, $(nproc) logical CPUs, $gpus CUDA GPU(s); inference on the CPU (\`--device cpu\`)"
+    echo "- Machine: $cpu, $(getconf _NPROCESSORS_ONLN) logical CPUs, $gpus CUDA GPU(s); inference on the CPU (\`--device cpu\`)"
     echo "  with $OMP_NUM_THREADS torch thread(s) (\`OMP_NUM_THREADS=$OMP_NUM_THREADS\`)."
     echo "- $energy. \`python -m measure sensors\` said:"
     echo
@@ -132,6 +132,9 @@ for study in "${studies[@]}"; do
   rm "$build/commands.txt"
   rm -rf "$DATA/$study.old"
   [ ! -e "$DATA/$study" ] || mv "$DATA/$study" "$DATA/$study.old"
-  mv "$build" "$DATA/$study" && rm -rf "$DATA/$study.old"
+  mkdir -p "$DATA"
+  mv "$build" "$DATA/$study"
+  rm -rf "$DATA/$study.old"
+  rmdir "$(dirname "$build")"
   echo "$study: $DATA/$study ($(du -sh "$DATA/$study" | cut -f1), $minutes min)"
 done

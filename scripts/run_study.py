@@ -1,6 +1,6 @@
 """Execute the study notebooks top to bottom and write them, their HTML and figures to a results folder.
 
-    python scripts/run_study.py [--profile quick|full] [--results DIR] [--device auto|cpu|cuda]
+    python scripts/run_study.py [--profile quick|full] [--results DIR] [--device auto|cpu|cuda] [--threads N]
 
 Each notebook reads the committed results in ``data/<study>/``, measures its
 study again through the package (in the chosen profile), writes the fresh run
@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--profile", choices=("quick", "full"), default=os.environ.get("STUDY_PROFILE"))
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--device", default=os.environ.get("STUDY_DEVICE", "auto"))
+    parser.add_argument("--threads", type=int, default=os.environ.get("STUDY_THREADS"),
+                        help="torch threads of the fresh runs (default: 1 in the quick profile, else torch's; 0: torch's)")
     parser.add_argument("--studies", nargs="+", choices=STUDIES, default=list(STUDIES))
     parser.add_argument("--timeout", type=int, default=24 * 3600, help="seconds per notebook cell")
     args = parser.parse_args()
@@ -61,6 +63,8 @@ def main() -> int:
     os.environ["STUDY_DEVICE"] = args.device
     if args.profile:
         os.environ["STUDY_PROFILE"] = args.profile
+    if args.threads is not None:
+        os.environ["STUDY_THREADS"] = str(args.threads)
     failed, began = [], time.perf_counter()
     for name in args.studies:
         started = time.perf_counter()

@@ -234,12 +234,23 @@ def test_cpu_energy_following_latency_is_not_testable_on_a_cpu_run(tmp_path):
 
 
 def test_cpu_energy_following_latency_on_a_gpu_run(tmp_path):
-    # each run's energy is 40 W x 2 s / iterations; the latency grows with the size while the energy does not
+    # the CPU package draws more power on longer inputs, and the latency grows with them: rho = 1
+    for size in (50, 100, 150):
+        for run in range(3):
+            write_run(tmp_path, "bert", size, run, power_w={"gpu0": 100.0, "package-0": 10.0 * size + run},
+                      device="cuda:0", latency_s=size / 1000 + run / 1e5)
+    result = report.cpu_follows_latency(load_study(tmp_path).runs)
+    assert result["domain"] == "cpu_package" and result["source"] == "measured"
+    assert result["holds"] is True and result["rho"] == pytest.approx(1.0)
+    assert result["verdict"].startswith("holds")
+
+
+def test_a_constant_cpu_energy_cannot_follow_anything(tmp_path):
     study = study_of(tmp_path, sizes=(50, 100, 150), power_w=GPU_RAPL, device="cuda:0",
                      latency=lambda size, run: size / 1000 + run / 1e5)
     result = report.cpu_follows_latency(study.runs)
-    assert result["domain"] == "cpu_package" and result["source"] == "measured"
-    assert result["holds"] is False and math.isnan(result["rho"])
+    assert result["holds"] is None and math.isnan(result["rho"])
+    assert result["verdict"].startswith("not testable")
     assert report.spearman_pair(study.runs, "input_size", "latency_median_s")["rho"] > 0.9  # sizes tie over runs
 
 
