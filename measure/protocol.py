@@ -397,9 +397,6 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
     try:
         inputs = loaded.inputs(size, session.device)
         meta["input_shape"] = list(next(iter(inputs.values())).shape)
-        if size not in flops:
-            flops[size] = count_flops(loaded.module, inputs)
-        meta["flops_per_inference"] = flops[size]
         with torch.inference_mode():
             timed_loop(loaded.module, inputs, plan.warmup, sync)
             sync()
@@ -409,6 +406,9 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
                 latencies = timed_loop(loaded.module, inputs, meta["iterations"], sync)
             finally:
                 window = recorder.stop()
+        if size not in flops:  # after the timed loop, so that a run without warm-up starts cold
+            flops[size] = count_flops(loaded.module, inputs)
+        meta["flops_per_inference"] = flops[size]
         meta["window"] = window.describe()
         runtree.write_latencies(folder / runtree.LATENCY_FILE, latencies)
         meta["status"] = runtree.COMPLETE
