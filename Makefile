@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest tests
-	STUDY_PROFILE=quick $(PY) -m pytest --nbval-lax --nbval-current-env --sanitize-with notebooks/sanitize.cfg notebooks
+	STUDY_PROFILE=quick $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 study: install
 	$(PY) scripts/run_study.py --profile $(STUDY_PROFILE) --results $(RESULTS)
