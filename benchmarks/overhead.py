@@ -20,23 +20,29 @@ median.
 Configurations:
 
 - ``ours_p<period>``: ``measure.recorder.Recorder`` over every sensor that
-  ``open_sensors`` finds, started right before the loop and stopped right after
-  it, as ``measure.protocol`` does, writing to a temporary file;
+  ``open_sensors`` finds, with the tick source the protocol uses on the device
+  (``measure.protocol.tick_source``: a timer signal in the measuring thread on
+  the CPU, a thread on a GPU), started right before the loop and stopped right
+  after it, as ``measure.protocol`` does, writing to a temporary file;
+- ``ours_p0.01_thread`` (CPU only): the same at 0.01 s with a sampling thread,
+  to show what the signal saves;
 - ``codecarbon``: ``OfflineEmissionsTracker`` (country set, no network,
   ``measure_power_secs=1``, quiet, nothing saved), started and stopped likewise;
 - ``zeus``: ``ZeusMonitor`` ``begin_window``/``end_window`` around the loop,
   reported unavailable, with the reason, where it cannot start or finds
   nothing to measure.
 
-CPU cost: CPU seconds used by the Python threads the configuration started
-(our ``power-recorder`` thread; CodeCarbon's timer threads, a new one per
-measurement) from its start to right before it stops (see ``ThreadLedger``),
-over the loops' wall seconds, both summed over all rounds.  Work a tool does in the
-caller's thread (our synchronous ``start``/``end`` samples, Zeus's counter
-reads) happens outside the timed loop and is not counted; so is the process
-sensor's once-a-second listing of child processes when it falls due at a
-block's ``start`` (as it does between a study's runs), which short blocks
-make the common case.
+CPU cost inside the window ("CPU s/s"), over the loops' wall seconds, both
+summed over all rounds: for ours, the CPU seconds its ticks took
+(``Window.tick_cpu_s``, read from the ticking thread's CPU clock around each
+tick: the raw captures, and any batch written); for CodeCarbon, the CPU
+seconds of the threads it started (its timer threads, a new one per
+measurement) from its start to right before it stops (see ``ThreadLedger``).
+The wall time of each tool's ``stop`` ("stop s/s", outside the timed loop) is
+reported beside it: ours decodes and writes the ticks' lines there; CodeCarbon
+takes a last measurement and computes its emissions.  Work a tool does in the
+caller's thread before the loop (our synchronous ``start`` sample, Zeus's
+counter read) is not counted.
 
 The last line holds ``key=value`` pairs.
 """
@@ -62,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.stats import bootstrap_median_ci  # noqa: E402
 from measure.models import load_model  # noqa: E402
-from measure.protocol import cpu_model, resolve_device, synchronizer, timed_loop  # noqa: E402
+from measure.protocol import cpu_model, resolve_device, synchronizer, tick_source, timed_loop  # noqa: E402
 from measure.recorder import Recorder  # noqa: E402
 from measure.sensors import open_sensors  # noqa: E402
 
@@ -110,8 +116,16 @@ class ThreadLedger:
 LEDGER = ThreadLedger()
 
 
+def timed(stop) -> float:
+    """Wall seconds ``stop()`` took."""
+    start = time.perf_counter()
+    stop()
+    return time.perf_counter() - start
+
+
 class ThreadsOf:
-    """Start and stop a measuring tool; the CPU time of the threads it started, until it stops."""
+    """Start and stop a measuring tool; the CPU time of the threads it started until it stops, and
+    the wall time of its stop."""
 
     def __init__(self, start, stop):
         self._start, self._stop = start, stop
@@ -121,10 +135,9 @@ class ThreadsOf:
         self._since = len(LEDGER.started)
         self._start()
 
-    def end(self) -> float:
+    def end(self) -> tuple[float, float]:
         cpu = LEDGER.cpu_s(self._since)
-        self._stop()
-        return cpu
+        return cpu, timed(self._stop)
 
 
 class NoMeasurement:
@@ -133,20 +146,29 @@ class NoMeasurement:
     def begin(self) -> None:
         pass
 
-    def end(self) -> float:
-        return 0.0
+    def end(self) -> tuple[float, float]:
+        return 0.0, 0.0
 
 
-class OurRecorder(ThreadsOf):
-    def __init__(self, sensors: list, folder: Path, period_s: float):
-        self.name = f"ours_p{period_s:g}"
+class OurRecorder:
+    """Our recorder; its ticks' CPU time comes from its window, whichever thread took them."""
+
+    def __init__(self, sensors: list, folder: Path, period_s: float, ticks: str, suffix: str = ""):
+        self.name = f"ours_p{period_s:g}{suffix}"
         self._arguments = (sensors, folder / f"{self.name}.json", period_s)
+        self._ticks = ticks
         self._recorder: Recorder | None = None
-        super().__init__(self._start_recorder, lambda: self._recorder.stop())
+        self.ticks_used: set[str] = set()
 
-    def _start_recorder(self) -> None:
-        self._recorder = Recorder(*self._arguments)
+    def begin(self) -> None:
+        self._recorder = Recorder(*self._arguments, ticks=self._ticks)
         self._recorder.start()
+
+    def end(self) -> tuple[float, float]:
+        windows = []
+        stop_s = timed(lambda: windows.append(self._recorder.stop()))
+        self.ticks_used.add(windows[0].ticks)
+        return windows[0].tick_cpu_s, stop_s
 
 
 class CodeCarbon(ThreadsOf):
@@ -204,11 +226,12 @@ class Tally:
 
     ratios: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    stop_s: float = 0.0
     wall_s: float = 0.0
 
 
-def run_block(module, inputs: dict, iters: int, sync, measurer) -> tuple[float, float, float]:
-    """Mean latency (s), measuring CPU seconds and wall seconds of one block under ``measurer``."""
+def run_block(module, inputs: dict, iters: int, sync, measurer) -> tuple[float, float, float, float]:
+    """Mean latency (s), measuring CPU seconds, stop seconds and wall seconds of one block under ``measurer``."""
     timed_loop(module, inputs, WARMUP, sync)
     sync()
     measurer.begin()
@@ -217,8 +240,8 @@ def run_block(module, inputs: dict, iters: int, sync, measurer) -> tuple[float, 
         latencies = timed_loop(module, inputs, iters, sync)
     finally:
         wall_s = time.perf_counter() - start
-        cpu_s = measurer.end()
-    return float(latencies.mean()), cpu_s, wall_s
+        cpu_s, stop_s = measurer.end()
+    return float(latencies.mean()), cpu_s, stop_s, wall_s
 
 
 def run_rounds(module, inputs: dict, sync, measurers: list, rounds: int, iters: int) -> tuple[dict, list]:
@@ -233,10 +256,11 @@ def run_rounds(module, inputs: dict, sync, measurers: list, rounds: int, iters: 
             pair = (baseline, measurer) if (r + i) % 2 == 0 else (measurer, baseline)
             results = {m.name: run_block(module, inputs, iters, sync, m) for m in pair}
             base_latency = results[baseline.name][0]
-            latency, cpu_s, wall_s = results[measurer.name]
+            latency, cpu_s, stop_s, wall_s = results[measurer.name]
             tally = tallies[measurer.name]
             tally.ratios.append(latency / base_latency)
             tally.cpu_s += cpu_s
+            tally.stop_s += stop_s
             tally.wall_s += wall_s
             base_latencies.append(base_latency)
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
@@ -254,21 +278,26 @@ def describe(ratios: list[float]) -> dict:
 def report(tallies: dict, measurers: list, unavailable: dict[str, str]) -> dict[str, str]:
     """Print the table; the key=value figures."""
     keys: dict[str, str] = {}
-    print(f"\n{'configuration':<14} {'median ratio':>12} {'IQR':>17} {'bootstrap 95% CI':>19} {'CPU s/s':>9}")
+    print(f"\n{'configuration':<18} {'median ratio':>12} {'IQR':>17} {'bootstrap 95% CI':>19} {'CPU s/s':>9} "
+          f"{'stop s/s':>9}  ticks")
     for m in measurers:
         tally = tallies[m.name]
         d = describe(tally.ratios)
-        cpu = tally.cpu_s / tally.wall_s
-        print(f"{m.name:<14} {d['median']:>12.4f} {d['q1']:>8.4f}..{d['q3']:<7.4f} "
-              f"{d['ci'][0]:>9.4f}..{d['ci'][1]:<8.4f} {cpu:>9.5f}")
+        cpu, stop = tally.cpu_s / tally.wall_s, tally.stop_s / tally.wall_s
+        ticks = ", ".join(sorted(getattr(m, "ticks_used", ["-"])))
+        print(f"{m.name:<18} {d['median']:>12.4f} {d['q1']:>8.4f}..{d['q3']:<7.4f} "
+              f"{d['ci'][0]:>9.4f}..{d['ci'][1]:<8.4f} {cpu:>9.5f} {stop:>9.5f}  {ticks}")
         ours = m.name.startswith("ours_")
-        ratio_key, cpu_key = (("overhead_ratio_", "recorder_cpu_s_per_s_") if ours else (f"{m.name}_ratio", f"{m.name}_cpu_s_per_s"))
+        ratio_key, cpu_key, stop_key = (
+            ("overhead_ratio_", "recorder_cpu_s_per_s_", "recorder_stop_s_per_s_") if ours
+            else (f"{m.name}_ratio", f"{m.name}_cpu_s_per_s", f"{m.name}_stop_s_per_s"))
         suffix = m.name.removeprefix("ours_") if ours else ""
         keys[ratio_key + suffix] = f"{d['median']:.4f}"
         keys[f"{ratio_key}{suffix}_ci95"] = f"{d['ci'][0]:.4f}..{d['ci'][1]:.4f}"
         keys[cpu_key + suffix] = f"{cpu:.5f}"
+        keys[stop_key + suffix] = f"{stop:.5f}"
     for name, reason in unavailable.items():
-        print(f"{name:<14} cannot run here: {reason}")
+        print(f"{name:<18} cannot run here: {reason}")
         keys[f"{name}_ratio"] = "unavailable"
     for period, goal in GOALS.items():
         d = describe(tallies[f"ours_p{period:g}"].ratios)
@@ -303,7 +332,9 @@ def main() -> None:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
-        measurers = [OurRecorder(sensors, Path(folder), p) for p in PERIODS_S]
+        measurers = [OurRecorder(sensors, Path(folder), p, tick_source(device)) for p in PERIODS_S]
+        if tick_source(device) != "thread":
+            measurers.append(OurRecorder(sensors, Path(folder), 0.01, "thread", suffix="_thread"))
         unavailable = {}
         for name, opener in (("codecarbon", open_codecarbon), ("zeus", open_zeus)):
             tool = opener()

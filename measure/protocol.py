@@ -400,7 +400,8 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
         with torch.inference_mode():
             timed_loop(loaded.module, inputs, plan.warmup, sync)
             sync()
-            recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s)
+            recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
+                                ticks=tick_source(session.device))
             recorder.start()
             try:
                 latencies = timed_loop(loaded.module, inputs, meta["iterations"], sync)
@@ -440,7 +441,7 @@ def measure_idle(session: Session) -> dict:
     path = folder / f"idle_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{socket.gethostname()}_{os.getpid()}.json"
     sync = synchronizer(session.device)
     sync()
-    recorder = Recorder(session.sensors, path, session.plan.period_s)
+    recorder = Recorder(session.sensors, path, session.plan.period_s, ticks=tick_source(session.device))
     recorder.start()
     time.sleep(session.plan.idle_s)
     recorder.stop()
@@ -454,6 +455,12 @@ def measure_idle(session: Session) -> dict:
         row.domain: {"value": row.mean_power_w, "source": row.source, "method": row.method, "window_s": row.window_s}
         for row in power.itertuples() if np.isfinite(row.mean_power_w)
     }
+
+
+def tick_source(device: torch.device) -> str:
+    """The recorder's tick source for work on ``device``: on the CPU the model keeps every core busy and a
+    sampling thread would preempt it, so ticks are taken in the measuring thread (see ``recorder``)."""
+    return "signal" if device.type == "cpu" else "thread"
 
 
 def gpu_domain(device: torch.device, sensors: Sequence[Sensor]) -> str | None:

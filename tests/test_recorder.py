@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
 import pytest
 
-from measure.recorder import Recorder
+from measure.recorder import Recorder, signal_ticks_refusal
 from measure.sensors.base import Domain, MEASURED, SensorError
 
 
@@ -43,9 +44,13 @@ def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path):
+TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
+
+
+@TICKS
+def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path, ticks):
     sensor = RampCounter()
-    recorder = Recorder([sensor], tmp_path / "power_metrics.json", period_s=0.01)
+    recorder = Recorder([sensor], tmp_path / "power_metrics.json", period_s=0.01, ticks=ticks)
     recorder.start()
     time.sleep(0.2)
     window = recorder.stop()
@@ -62,11 +67,15 @@ def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path):
     # the counter difference between the edges is the energy over exactly the window
     energy = lines[-1]["dev0.energy_j"] - lines[0]["dev0.energy_j"]
     assert energy == pytest.approx(sensor.power_w * window.duration_s, rel=0.02)
-    assert "power-recorder" in sensor.threads and "MainThread" in sensor.threads
+    assert window.ticks == ticks
+    assert 0 < window.tick_cpu_s < window.duration_s
+    expected_threads = {"MainThread"} if ticks == "signal" else {"MainThread", "power-recorder"}
+    assert sensor.threads == expected_threads
 
 
-def test_every_line_has_the_same_keys_and_utc_time(tmp_path):
-    with Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005) as recorder:
+@TICKS
+def test_every_line_has_the_same_keys_and_utc_time(tmp_path, ticks):
+    with Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks=ticks) as recorder:
         time.sleep(0.05)
     lines = read_lines(tmp_path / "p.json")
     assert {tuple(line) for line in lines} == {("t_s", "utc", "mark", "gap", "dev0.energy_j", "dev0.power_w")}
@@ -74,9 +83,10 @@ def test_every_line_has_the_same_keys_and_utc_time(tmp_path):
     assert recorder.path.read_text().endswith("\n")
 
 
-def test_no_tick_is_written_after_the_end_sample(tmp_path):
+@TICKS
+def test_no_tick_is_written_after_the_end_sample(tmp_path, ticks):
     for _ in range(20):
-        recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.001)
+        recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.001, ticks=ticks)
         recorder.start()
         time.sleep(0.003)
         recorder.stop()
@@ -84,9 +94,11 @@ def test_no_tick_is_written_after_the_end_sample(tmp_path):
         assert marks[-1] == "end" and marks.count("end") == 1
 
 
-def test_a_failing_read_is_a_gap_and_the_window_completes(tmp_path):
+@TICKS
+def test_a_failing_read_is_a_gap_and_the_window_completes(tmp_path, ticks):
     sensor = RampCounter(fail_after=3)
-    recorder = Recorder([sensor, RampCounter(name="other", domain="dev1")], tmp_path / "p.json", period_s=0.005)
+    recorder = Recorder([sensor, RampCounter(name="other", domain="dev1")], tmp_path / "p.json", period_s=0.005,
+                        ticks=ticks)
     recorder.start()
     time.sleep(0.05)
     window = recorder.stop()
@@ -99,13 +111,84 @@ def test_a_failing_read_is_a_gap_and_the_window_completes(tmp_path):
     assert lines[-1]["mark"] == "end"
 
 
-def test_file_is_flushed_while_recording(tmp_path):
-    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005)
+@TICKS
+def test_the_start_line_at_once_and_ticks_in_batches_while_recording(tmp_path, ticks):
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks=ticks, flush_every=2)
     recorder.start()
+    assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start"]
     time.sleep(0.05)
     written_mid_run = read_lines(tmp_path / "p.json")
     recorder.stop()
-    assert len(written_mid_run) >= 3
+    assert len(written_mid_run) >= 3 and (len(written_mid_run) - 1) % 2 == 0  # whole batches of two ticks
+
+
+@TICKS
+def test_ticks_capture_in_the_window_and_decode_after_it_in_capture_order(tmp_path, ticks):
+    class Split(RampCounter):
+        """A sensor with a stateful decoder: each value is the difference from the previous reading."""
+
+        def __init__(self):
+            super().__init__()
+            self.decoded: list[tuple[int, float]] = []
+            self.last = 0
+
+        def capture(self):
+            self.reads += 1
+            return self.reads
+
+        def decode(self, raw):
+            self.decoded.append((raw, time.perf_counter()))
+            step, self.last = raw - self.last, raw
+            return {"dev0.energy_j": float(raw), "dev0.power_w": float(step)}
+
+    sensor = Split()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.005, ticks=ticks)
+    recorder.start()
+    time.sleep(0.05)
+    stopping = time.perf_counter()
+    recorder.stop()
+    lines = read_lines(tmp_path / "p.json")
+    assert [raw for raw, _ in sensor.decoded] == list(range(1, len(lines) + 1))  # capture order
+    assert all(at > stopping for _, at in sensor.decoded[1:])  # nothing but the start decoded in the window
+    assert [line["dev0.power_w"] for line in lines] == [1.0] * len(lines)
+
+
+def test_signal_ticks_restore_the_previous_handler_and_disarm_the_timer(tmp_path):
+    before = signal.getsignal(signal.SIGALRM)
+    with Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks="signal"):
+        assert signal.getsignal(signal.SIGALRM) is not before
+        time.sleep(0.02)
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_signal_ticks_fall_back_to_the_thread_where_they_cannot_run(tmp_path):
+    windows = {}
+
+    def record(name):
+        recorder = Recorder([RampCounter()], tmp_path / f"{name}.json", period_s=0.005, ticks="signal")
+        recorder.start()
+        time.sleep(0.03)
+        windows[name] = recorder.stop()
+
+    worker = threading.Thread(target=record, args=("worker",))
+    worker.start()
+    worker.join()
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    try:
+        assert signal_ticks_refusal() == "SIGALRM already has a handler"
+        record("taken")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert windows["worker"].ticks == "thread (signal refused: not in the main thread)"
+    assert windows["taken"].ticks == "thread (signal refused: SIGALRM already has a handler)"
+    for name, window in windows.items():
+        assert len(read_lines(tmp_path / f"{name}.json")) == window.samples >= 4
+
+
+def test_rejects_an_unknown_tick_source(tmp_path):
+    with pytest.raises(ValueError, match="ticks"):
+        Recorder([], tmp_path / "p.json", ticks="interrupt")
 
 
 def test_rejects_a_non_positive_period(tmp_path):
@@ -113,14 +196,14 @@ def test_rejects_a_non_positive_period(tmp_path):
         Recorder([], tmp_path / "p.json", period_s=0)
 
 
-def test_a_failed_write_in_the_thread_is_raised_by_stop(tmp_path):
+def test_a_failed_batch_write_in_the_thread_is_raised_by_stop(tmp_path):
     import errno
 
-    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005)
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, flush_every=2)
     recorder.start()
     real_file = recorder._file
 
-    class FullDisk:  # the disk fills up while the thread writes a tick; the end line still fits
+    class FullDisk:  # the disk fills up while the thread writes a batch of ticks; the end line still fits
         def write(self, data):
             if "tick" in str(data):
                 raise OSError(errno.ENOSPC, "No space left on device")
@@ -136,5 +219,4 @@ def test_a_failed_write_in_the_thread_is_raised_by_stop(tmp_path):
     time.sleep(0.03)
     with pytest.raises(OSError, match="No space left"):
         recorder.stop()
-    assert not recorder._thread.is_alive()
     assert read_lines(tmp_path / "p.json")[-1]["mark"] == "end"

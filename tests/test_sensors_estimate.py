@@ -37,6 +37,14 @@ def test_formula_exact_with_scripted_cpu_times():
     assert second == pytest.approx({"cpu_estimated.load": 0.0, "cpu_estimated.power_w": 60.0})
 
 
+def test_captures_decoded_later_give_what_reads_give():
+    records = (times(busy=100, idle=900), times(busy=130, idle=910), times(busy=130, idle=950))
+    read = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records))
+    split = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records))
+    captured = [split.capture(), split.capture()]  # both taken before any is decoded
+    assert [split.decode(raw) for raw in captured] == [read.read(), read.read()]
+
+
 def test_iowait_counts_as_idle():
     sensor = estimate.probe(100.0, cpu_times=ScriptedCpuTimes(times(10, 10), times(20, 20, iowait=10)))
     assert sensor.read()["cpu_estimated.load"] == pytest.approx(10 / 30)
@@ -90,6 +98,21 @@ def test_real_cpu_times_give_a_load_in_range():
     values = sensor.read()
     assert 0.0 < values["cpu_estimated.load"] <= 1.0
     assert 30.0 < values["cpu_estimated.power_w"] <= 100.0
+
+
+def test_proc_stat_times_are_psutils_record_from_raw_bytes():
+    import psutil
+
+    times = estimate.ProcStatTimes()
+    try:
+        raw = times.raw()
+        reference = psutil.cpu_times()
+        parsed = times.parse(raw)
+    finally:
+        times.close()
+    assert isinstance(raw, bytes) and raw.startswith(b"cpu ")
+    assert type(parsed) is type(reference)
+    assert parsed == pytest.approx(reference, abs=0.5)  # read a moment apart, in 10 ms ticks
 
 
 # open_sensors: the estimate only where RAPL gives no package counter

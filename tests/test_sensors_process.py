@@ -46,6 +46,19 @@ def test_cpu_share_rises_while_busy_and_falls_while_sleeping():
     assert 0.5 < busy < 1.3  # other work may share the cores
 
 
+def test_captures_decoded_after_the_fact_measure_the_busy_stretch():
+    sensor = process.probe()
+    sensor.read()
+    time.sleep(0.3)
+    after_sleep = sensor.capture()
+    _busy(0.3)
+    after_busy = sensor.capture()
+    idle, busy = sensor.decode(after_sleep), sensor.decode(after_busy)  # decoded later, in capture order
+    assert 0 <= idle["process.cpu_share"] < 0.2
+    assert 0.5 < busy["process.cpu_share"] < 1.3
+    assert busy["process.rss_mb"] > 10
+
+
 def test_cpu_share_integrates_to_the_cpu_time_of_running_and_exited_children():
     spin = "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass"
     before = os.times()

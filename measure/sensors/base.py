@@ -15,6 +15,14 @@ would otherwise do itself when it falls due (listing child processes, walking
 page tables).  The recorder calls it outside its lock, before the window and
 before each background sample, so that a synchronous window edge never waits
 for it; it raises ``SensorError`` on failure.
+
+A sensor whose read does real work besides taking the reading (parsing a
+kernel file, computing a rate) may split ``read`` in two: ``capture()`` takes,
+as cheaply as it can, what must be taken at the sampling instant, and
+``decode(raw)`` turns it into the channels' values, with ``read() ==
+decode(capture())``.  The recorder captures inside the measured window and
+decodes afterwards, in capture order (a decoder may keep state from one
+reading to the next); both raise ``SensorError`` on failure.
 """
 from __future__ import annotations
 

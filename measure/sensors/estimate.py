@@ -57,6 +57,9 @@ class CpuEstimate:
     def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable):
         self.tdp_w = tdp_w
         self._cpu_times = cpu_times
+        # a ProcStatTimes takes its raw bytes at the sampling instant and parses them when decoded
+        self._capture = getattr(cpu_times, "raw", cpu_times)
+        self._parse = getattr(cpu_times, "parse", lambda times: times)
         self._last = _busy_total(cpu_times())
         self._values: dict[str, float | None] = dict.fromkeys(CHANNELS)
         details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL}
@@ -64,7 +67,15 @@ class CpuEstimate:
         self.channels = CHANNELS
 
     def read(self) -> dict[str, float | None]:
-        busy, total = _busy_total(self._cpu_times())
+        return self.decode(self.capture())
+
+    def capture(self):
+        """The machine's CPU times now, raw."""
+        return self._capture()
+
+    def decode(self, raw) -> dict[str, float | None]:
+        """Load and power since the previous decoded reading."""
+        busy, total = _busy_total(self._parse(raw))
         d_total = total - self._last[1]
         if d_total > 0:
             # clamped: /proc/stat's iowait may go backwards
@@ -90,8 +101,15 @@ class ProcStatTimes:
         self._fd = os.open("/proc/stat", os.O_RDONLY | os.O_CLOEXEC)
 
     def __call__(self):
-        # the aggregate "cpu" line comes first; pread at offset 0 makes the kernel regenerate the file
-        values = os.pread(self._fd, 512, 0).split(b"\n", 1)[0].split()[1 : self._fields + 1]
+        return self.parse(self.raw())
+
+    def raw(self) -> bytes:
+        """The start of ``/proc/stat`` (pread at offset 0 makes the kernel regenerate the file)."""
+        return os.pread(self._fd, 512, 0)
+
+    def parse(self, raw: bytes):
+        """The record, from the aggregate ``cpu`` line, which comes first."""
+        values = raw.split(b"\n", 1)[0].split()[1 : self._fields + 1]
         return self._record(*[float(x) / self._ticks for x in values])
 
     def close(self) -> None:

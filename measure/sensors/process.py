@@ -25,7 +25,8 @@ read that took d seconds the next waits at least d / ``MAX_USS_DUTY`` (13 s
 for a process of 1 GiB).  Reads in between reuse the last list and USS.  A
 descendant started since the last listing is counted, in full, from the next
 one.  ``refresh()`` does what is due of both; ``read()`` calls it, and the
-recorder calls it beforehand, outside its lock.
+recorder calls it beforehand, outside its lock.  ``capture()`` takes the raw
+counters and ``decode()`` turns them into the channels (``sensors.base``).
 """
 from __future__ import annotations
 
@@ -62,9 +63,8 @@ class ProcessSensor:
         self._uss_mb: float | None = None
         self.domains = (Domain(NAME, NAME, MEASURED, CHANNELS, details={"refresh_s": refresh_s}),)
         self.channels = CHANNELS
-        self._last_t = time.monotonic()
-        self._refresh(self._last_t)
-        self._last_cpu_s, _ = self._sample()
+        self._refresh(time.monotonic())
+        self._last_t, self._last_cpu_s, _ = self._tree_totals(self.capture())
 
     def refresh(self) -> None:
         """List descendants and read USS, each when due."""
@@ -74,15 +74,23 @@ class ProcessSensor:
             raise SensorError(f"process: {err}") from err
 
     def read(self) -> dict[str, float | None]:
-        now = time.monotonic()
+        self.refresh()
+        return self.decode(self.capture())
+
+    def capture(self) -> tuple:
+        """The clock, this process's CPU and memory counters, the listed descendants' and the last USS."""
         try:
-            self._refresh(now)
-            cpu_s, rss_b = self._sample()
+            return (time.monotonic(), time.process_time(), os.times(), os.pread(self._statm.fileno(), 256, 0),
+                    [self._descendant_counters(child) for child in self._descendants], self._uss_mb)
         except (psutil.Error, OSError) as err:
             raise SensorError(f"process: {err}") from err
+
+    def decode(self, raw: tuple) -> dict[str, float | None]:
+        """CPU share since the previous decoded reading, and memory."""
+        now, cpu_s, rss_b = self._tree_totals(raw)
         share = (cpu_s - self._last_cpu_s) / (now - self._last_t) if now > self._last_t else None
         self._last_cpu_s, self._last_t = cpu_s, now
-        return {"process.cpu_share": share, "process.rss_mb": rss_b / _MIB, "process.uss_mb": self._uss_mb}
+        return {"process.cpu_share": share, "process.rss_mb": rss_b / _MIB, "process.uss_mb": raw[5]}
 
     def close(self) -> None:
         self._statm.close()
@@ -120,22 +128,32 @@ class ProcessSensor:
                 return None
         return uss_b / _MIB
 
-    def _sample(self) -> tuple[float, int]:
-        """Cumulative CPU seconds and RSS bytes of the tree (descendants as last listed)."""
-        own = os.times()
-        cpu_s = time.process_time() + own.children_user + own.children_system
-        rss_b = int(os.pread(self._statm.fileno(), 256, 0).split()[1]) * _PAGE_B
-        for child in self._descendants:
-            try:
-                t = child.cpu_times()
-            except psutil.NoSuchProcess:
-                continue  # exited: once reaped, its time is in its parent's children_*
-            cpu_s += t.user + t.system + t.children_user + t.children_system
-            try:
-                rss_b += child.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return cpu_s, rss_b
+    @staticmethod
+    def _descendant_counters(child: psutil.Process) -> tuple | None:
+        """A descendant's CPU times and RSS bytes (RSS ``None`` where unreadable), ``None`` once it exited
+        (once reaped, its time is in its parent's ``children_*``)."""
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            return None
+        try:
+            rss_b = child.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            rss_b = None
+        return times, rss_b
+
+    @staticmethod
+    def _tree_totals(raw: tuple) -> tuple[float, float, int]:
+        """Clock, cumulative CPU seconds and RSS bytes of the tree (descendants as last listed)."""
+        now, own_cpu_s, own_times, statm, descendants, _ = raw
+        cpu_s = own_cpu_s + own_times.children_user + own_times.children_system
+        rss_b = int(statm.split()[1]) * _PAGE_B
+        for counters in descendants:
+            if counters is not None:
+                times, child_rss_b = counters
+                cpu_s += times.user + times.system + times.children_user + times.children_system
+                rss_b += child_rss_b or 0
+        return now, cpu_s, rss_b
 
 
 def probe(*, refresh_s: float = 1.0) -> ProcessSensor | Unavailable:
