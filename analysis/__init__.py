@@ -6,7 +6,7 @@
 
 See docs/tables.md for the tables and their columns.
 """
-from .energy import combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
+from .energy import aligned_counter_energy, combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
 from .load import AnalysisWarning, NoUsableRuns, Study, load_study, recording_power
 from .stats import bootstrap_median_ci, spearman, summarize
 from . import report  # notebook-level helpers: hardware, sources, comparisons, key numbers
@@ -14,5 +14,5 @@ from . import report  # notebook-level helpers: hardware, sources, comparisons, 
 __all__ = [
     "AnalysisWarning", "NoUsableRuns", "Study", "load_study", "recording_power",
     "summarize", "spearman", "bootstrap_median_ci",
-    "counter_energy", "trapezoid_energy", "window", "window_seconds", "energy_domain", "combine_domains",
+    "counter_energy", "aligned_counter_energy", "trapezoid_energy", "window", "window_seconds", "energy_domain", "combine_domains",
 ]

@@ -88,6 +88,57 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
     return energy, problems
 
 
+def aligned_counter_energy(run: np.ndarray, t_s: np.ndarray, counter_j: np.ndarray,
+                           n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of a counter that updates less often than it is sampled, aligned on its updates.
+
+    A counter like NVML's total energy moves in steps (every 100 ms or so): a
+    read returns its value at its last update, so the plain difference between
+    the window's edges measures a stretch shifted by up to one update period at
+    each edge.  Where the samples are at least twice as frequent as the updates
+    (the reading changes in at most half of the intervals, and at least three
+    times), each update is placed in the middle of the interval in which the
+    reading changed.  The counter then gives the energy between the first and
+    the last update seen in the window exactly, and the two slivers outside
+    them (before the first, after the last, each shorter than an update period)
+    are charged at the mean power the counter shows over the adjacent update
+    period.  This assumes that the counter, at an update, holds the energy up to
+    that update.  Samples must already be cut to the window, one segment per
+    run.  A run with a missing reading, a backward step or too few changes is
+    left to the plain difference (``counter_energy``).
+    Returns ``(energy_j, aligned)``: NaN and ``False`` where the alignment does not apply.
+    """
+    t_s, counter_j = np.asarray(t_s, dtype=float), np.asarray(counter_j, dtype=float)
+    energy, aligned = np.full(n_runs, np.nan), np.zeros(n_runs, dtype=bool)
+    if len(run) < 2:
+        return energy, aligned
+    same = run[1:] == run[:-1]
+    step = np.diff(counter_j)
+    after = np.flatnonzero(same & (step != 0)) + 1  # the first sample reading each update
+    intervals = np.bincount(run[1:][same], minlength=n_runs)
+    changes = np.bincount(run[after], minlength=n_runs)
+    unusable = (np.bincount(run[np.isnan(counter_j)], minlength=n_runs)
+                + np.bincount(run[1:][same & ~(step >= 0)], minlength=n_runs)) > 0
+    aligned = ~unusable & (changes >= 3) & (2 * changes <= intervals)
+    if not aligned.any():
+        return energy, aligned
+    runs, block = np.unique(run[after], return_index=True)
+    keep = aligned[runs]
+    runs, block, count = runs[keep], block[keep], changes[runs[keep]]
+    first, second, before_last, last = (after[block + i] for i in (0, 1, count - 2, count - 1))
+    end = np.r_[np.flatnonzero(~same), len(run) - 1]  # each run's last sample
+    end = end[np.searchsorted(run[end], runs)]
+    start = np.searchsorted(run, runs)  # each run's first sample
+    update = 0.5 * (t_s[after - 1] + t_s[after])  # where each update is placed
+    t_first, t_second = update[block], update[block + 1]
+    t_before_last, t_last = update[block + count - 2], update[block + count - 1]
+    power_head = (counter_j[second] - counter_j[first]) / (t_second - t_first)
+    power_tail = (counter_j[last] - counter_j[before_last]) / (t_last - t_before_last)
+    energy[runs] = (counter_j[end] - counter_j[first] + power_head * (t_first - t_s[start])
+                    + power_tail * (t_s[end] - t_last))
+    return energy, aligned
+
+
 def trapezoid_energy(run: np.ndarray, t_s: np.ndarray, power_w: np.ndarray, n_runs: int,
                      segment: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trapezoid integral of power over each run's samples (already cut to the window).

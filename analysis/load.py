@@ -482,7 +482,9 @@ def _quantities(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, 
         if f"{domain}.energy_j" in inside:
             values = inside[f"{domain}.energy_j"].to_numpy()
             wrap = np.array([a.get("counter_wrap_j") for a in about], dtype=float)
-            (energy, problems), method = en.counter_energy(wcode, values, wrap, n), "counter"
+            energy, problems = en.counter_energy(wcode, values, wrap, n)
+            aligned_j, aligned = en.aligned_counter_energy(wcode, t, values, n)
+            energy, method = np.where(aligned, aligned_j, energy), np.where(aligned, "counter_aligned", "counter")
         elif f"{domain}.power_w" in inside:
             values = inside[f"{domain}.power_w"].to_numpy()
             (energy, problems), method = en.trapezoid_energy(wcode, t, values, n, segment), "trapezoid"

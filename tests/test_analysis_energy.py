@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
+from analysis import aligned_counter_energy, combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
 
 NAN = np.nan
 
@@ -159,3 +159,64 @@ def test_a_small_backward_step_is_a_glitch_not_a_wrap():
                                       np.array([100.0, 100.0]), 2)
     assert np.isnan(energy[0]) and "not a wrap" in problems[0]
     assert energy[1] == pytest.approx(52.0) and problems[1] is None
+
+
+# a counter that updates every 100 ms, like NVML's, sampled faster than it updates
+
+def stepped_counter(energy_at, t_abs, update_s=0.1, phase_s=0.0):
+    """What such a counter reads at ``t_abs``: the energy at its last update."""
+    return energy_at(phase_s + np.floor((t_abs - phase_s) / update_s) * update_s)
+
+
+def test_aligned_counter_is_exact_for_constant_power_where_the_plain_difference_is_not():
+    start, duration = 3.0437, 5.03  # the window starts 43.7 ms after an update and ends 73.7 ms after one
+    t = np.r_[np.arange(0.0, duration, 0.01), duration]
+    counter = stepped_counter(lambda x: 150.0 * x, start + t)
+    run = np.zeros(len(t), dtype=int)
+    energy, aligned = aligned_counter_energy(run, t, counter, 1)
+    plain, _ = counter_energy(run, counter, np.array([NAN]), 1)
+    assert aligned[0]
+    assert energy[0] == pytest.approx(150.0 * duration, rel=1e-9)
+    assert abs(plain[0] / (150.0 * duration) - 1) > 5e-3  # 43.7 ms stale at the start, 73.7 ms at the end
+
+
+def test_aligned_counter_follows_a_step_in_power():
+    def energy_at(x):  # 100 W, then 300 W from t = 4.02 s
+        return 100.0 * np.minimum(x, 4.02) + 300.0 * np.maximum(x - 4.02, 0.0)
+
+    start, duration = 2.0, 4.0
+    t = np.r_[np.arange(0.0, duration, 0.01), duration]
+    counter = stepped_counter(energy_at, start + t, phase_s=0.071)
+    truth = energy_at(start + duration) - energy_at(start)
+    energy, aligned = aligned_counter_energy(np.zeros(len(t), dtype=int), t, counter, 1)
+    plain, _ = counter_energy(np.zeros(len(t), dtype=int), counter, np.array([NAN]), 1)
+    assert aligned[0]
+    # each update is placed within half a sampling period (5 ms) of where it is; the plain difference is stale
+    # by 29 ms at each edge, at 100 W then 300 W
+    assert abs(energy[0] - truth) <= 300.0 * 0.005 * 2
+    assert abs(plain[0] - truth) == pytest.approx(300.0 * 0.029 - 100.0 * 0.029, abs=1e-6)
+    assert abs(plain[0] - truth) > 5 * abs(energy[0] - truth)
+
+
+def test_aligned_counter_keeps_runs_apart():
+    t = np.r_[np.arange(0.0, 2.0, 0.01), 2.0]
+    counters = [stepped_counter(lambda x: w * x, s + t) for w, s in ((50.0, 0.013), (200.0, 7.055))]
+    energy, aligned = aligned_counter_energy(runs_of(len(t), len(t)), np.r_[t, t], np.r_[counters[0], counters[1]], 2)
+    assert aligned.all()
+    assert energy == pytest.approx([100.0, 400.0], rel=1e-9)
+
+
+@pytest.mark.parametrize("case", ["changes at every sample", "too few changes", "a missing reading", "a backward step"])
+def test_aligned_counter_leaves_other_runs_to_the_plain_difference(case):
+    t = np.r_[np.arange(0.0, 2.0, 0.01), 2.0]
+    counter = stepped_counter(lambda x: 100.0 * x, 1.0 + t)
+    if case == "changes at every sample":  # a RAPL-like counter: updated about every millisecond
+        counter = 100.0 * (1.0 + t)
+    elif case == "too few changes":
+        t, counter = t[:25], counter[:25]
+    elif case == "a missing reading":
+        counter[50] = NAN
+    else:
+        counter[120:] -= 20.0  # more than one update's worth
+    energy, aligned = aligned_counter_energy(np.zeros(len(t), dtype=int), t, counter, 1)
+    assert not aligned[0] and np.isnan(energy[0])

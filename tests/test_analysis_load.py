@@ -326,3 +326,14 @@ def test_counter_going_backwards_without_wrap_is_nan(tmp_path):
     study = load_warned(tmp_path, "gpu0: counter went backwards 1 time.s. but has no wrap value")
     assert math.isnan(energy(study, "gpu0", "energy_j"))
     assert energy(study, "cpu_package", "energy_j") == pytest.approx(40.0 * DURATION)
+
+
+def test_a_counter_sampled_faster_than_it_updates_is_aligned_on_its_updates(tmp_path):
+    folder = write_run(tmp_path, power_w={"gpu0": 100.0}, duration_s=3.0, samples=301, iterations=300)
+    lines = [json.loads(line) for line in (folder / "power_metrics.json").read_text().splitlines()]
+    for line in lines:  # as NVML's counter: updated every 100 ms, here 37 ms before the window starts
+        line["gpu0.energy_j"] = 1000.0 + 100.0 * (math.floor((line["t_s"] + 0.037) / 0.1) * 0.1 - 0.037)
+    (folder / "power_metrics.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    energies = load_study(tmp_path).energies.set_index("domain")
+    assert energies.loc["gpu0", "method"] == "counter_aligned"
+    assert energies.loc["gpu0", "energy_j"] == pytest.approx(300.0, rel=1e-6)
