@@ -33,8 +33,10 @@ iters() { "$PYTHON" -c "print(max(1, round($1 * $SCALE)))"; }
 run() {  # run MODEL ITERS SIZES... [-- EXTRA OPTIONS]
   local model=$1 n; n=$(iters "$2"); shift 2
   echo "== $model: $*, $n iterations, $RUNS runs on $DEVICE" | tee -a "$log"
+  # --period 0.02: windows here last about a second, over which NVML's counter, moving every ~100 ms, is off
+  # by a few % read at the edges only; sampled five times faster, the analysis aligns it on its updates
   "$PYTHON" -m measure run "$model" --device "$DEVICE" --iters "$n" --runs "$RUNS" \
-      --warmup 20 --out "$trees/$model" --no-progress --sizes "$@" 2>&1 | tee -a "$log"
+      --warmup 20 --period 0.02 --out "$trees/$model" --no-progress --sizes "$@" 2>&1 | tee -a "$log"
 }
 
 { "$PYTHON" -m measure sensors; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv || true; } \

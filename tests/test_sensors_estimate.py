@@ -28,7 +28,7 @@ def times(busy, idle, iowait=0.0, guest=0.0):
 
 def test_formula_exact_with_scripted_cpu_times():
     cpu_times = ScriptedCpuTimes(times(busy=100, idle=900), times(busy=130, idle=910, guest=20), times(busy=130, idle=950, guest=20))
-    sensor = estimate.probe(200.0, cpu_times=cpu_times)
+    sensor = estimate.probe(200.0, cpu_times=cpu_times, min_interval_s=0)
 
     first = sensor.read()  # 30 s busy of 40 s: load 0.75 (guest time not counted twice)
     assert first["cpu_estimated.load"] == pytest.approx(0.75)
@@ -39,20 +39,32 @@ def test_formula_exact_with_scripted_cpu_times():
 
 def test_captures_decoded_later_give_what_reads_give():
     records = (times(busy=100, idle=900), times(busy=130, idle=910), times(busy=130, idle=950))
-    read = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records))
-    split = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records))
+    read = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records), min_interval_s=0)
+    split = estimate.probe(200.0, cpu_times=ScriptedCpuTimes(*records), min_interval_s=0)
     captured = [split.capture(), split.capture()]  # both taken before any is decoded
     assert [split.decode(raw) for raw in captured] == [read.read(), read.read()]
 
 
+def test_reads_closer_than_the_minimum_interval_repeat_the_last_values_without_reading():
+    cpu_times = ScriptedCpuTimes(times(10, 10), times(20, 10), times(20, 30))
+    sensor = estimate.probe(100.0, cpu_times=cpu_times, min_interval_s=0.05)
+    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
+    assert sensor.capture() is None  # at once: /proc/stat is not read
+    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
+    assert len(cpu_times.records) == 1
+    time.sleep(0.06)
+    assert sensor.read()["cpu_estimated.load"] == 0.0
+    assert sensor.domains[0].details["min_interval_s"] == 0.05
+
+
 def test_iowait_counts_as_idle():
-    sensor = estimate.probe(100.0, cpu_times=ScriptedCpuTimes(times(10, 10), times(20, 20, iowait=10)))
+    sensor = estimate.probe(100.0, cpu_times=ScriptedCpuTimes(times(10, 10), times(20, 20, iowait=10)), min_interval_s=0)
     assert sensor.read()["cpu_estimated.load"] == pytest.approx(10 / 30)
 
 
 def test_reads_within_one_clock_tick_repeat_the_last_values():
     cpu_times = ScriptedCpuTimes(times(10, 10), times(10, 10), times(20, 10), times(20, 10), times(20, 30))
-    sensor = estimate.probe(100.0, cpu_times=cpu_times)
+    sensor = estimate.probe(100.0, cpu_times=cpu_times, min_interval_s=0)
     assert sensor.read() == {"cpu_estimated.power_w": None, "cpu_estimated.load": None}
     assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
     assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
@@ -60,7 +72,7 @@ def test_reads_within_one_clock_tick_repeat_the_last_values():
 
 
 def test_domain_is_labelled_estimated_with_its_model():
-    sensor = estimate.probe(150.0, cpu_times=ScriptedCpuTimes(times(1, 1)))
+    sensor = estimate.probe(150.0, cpu_times=ScriptedCpuTimes(times(1, 1)), min_interval_s=0)
     assert sensor.name == "estimate" and sensor.available
     assert sensor.channels == ("cpu_estimated.power_w", "cpu_estimated.load")
     (domain,) = sensor.domains
@@ -73,10 +85,10 @@ def test_domain_is_labelled_estimated_with_its_model():
 
 def test_tdp_from_environment_then_default(monkeypatch):
     monkeypatch.setenv("MEASURE_CPU_TDP_W", "95")
-    sensor = estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)))
+    sensor = estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)), min_interval_s=0)
     assert sensor.tdp_w == 95.0
     assert sensor.domains[0].details["tdp_source"] == "environment variable MEASURE_CPU_TDP_W"
-    assert estimate.probe(40, cpu_times=ScriptedCpuTimes(times(1, 1))).tdp_w == 40.0  # argument wins
+    assert estimate.probe(40, cpu_times=ScriptedCpuTimes(times(1, 1)), min_interval_s=0).tdp_w == 40.0  # argument wins
 
     monkeypatch.delenv("MEASURE_CPU_TDP_W")
     assert estimate.probe(cpu_times=ScriptedCpuTimes(times(1, 1)), logical_cpus=16).tdp_w == 64.0

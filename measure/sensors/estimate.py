@@ -10,7 +10,12 @@ Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w`` and ``load
   are idle; guest time is already inside user time).  When no CPU time has
   passed between two reads (the counters move in 10 ms ticks) the second
   repeats the previous values (``None`` before the first interval) and the
-  next covers both intervals.
+  next covers both intervals.  Likewise a reading taken less than
+  ``min_interval_s`` (``MIN_INTERVAL_S``, 50 ms; in the domain's details)
+  after the last one that read the counters does not read them and repeats
+  the previous values: over 10 ms a CPU's ticks say only that it was busy or
+  idle, over 50 ms its load to 20 %, so faster reads would add noise, not
+  information, and cost a regeneration of ``/proc/stat`` each.
 - ``IDLE_FRACTION`` = 0.3: a package draws a sizeable share of its TDP even
   idle.  The linear idle-to-busy model is Fan, Weber and Barroso's ("Power
   provisioning for a warehouse-sized computer", ISCA 2007); 0.3 is a round
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Callable
 
 import psutil
@@ -45,6 +51,7 @@ IDLE_FRACTION = 0.3
 W_PER_LOGICAL_CPU = 4.0
 DEFAULT_TDP_CAP_W = 500.0
 TDP_ENV = "MEASURE_CPU_TDP_W"
+MIN_INTERVAL_S = 0.05
 MODEL = "power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the previous read"
 
 
@@ -54,15 +61,18 @@ class CpuEstimate:
     name = NAME
     available = True
 
-    def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable):
+    def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, min_interval_s: float = MIN_INTERVAL_S):
         self.tdp_w = tdp_w
+        self.min_interval_s = min_interval_s
+        self._read_at = -math.inf
         self._cpu_times = cpu_times
         # a ProcStatTimes takes its raw bytes at the sampling instant and parses them when decoded
         self._capture = getattr(cpu_times, "raw", cpu_times)
         self._parse = getattr(cpu_times, "parse", lambda times: times)
         self._last = _busy_total(cpu_times())
         self._values: dict[str, float | None] = dict.fromkeys(CHANNELS)
-        details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL}
+        details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL,
+                   "min_interval_s": min_interval_s}
         self.domains = (Domain(DOMAIN, NAME, ESTIMATED, CHANNELS, details=details),)
         self.channels = CHANNELS
 
@@ -70,11 +80,17 @@ class CpuEstimate:
         return self.decode(self.capture())
 
     def capture(self):
-        """The machine's CPU times now, raw."""
+        """The machine's CPU times now, raw; ``None`` within ``min_interval_s`` of the last read."""
+        now = time.monotonic()
+        if now - self._read_at < self.min_interval_s:
+            return None
+        self._read_at = now
         return self._capture()
 
     def decode(self, raw) -> dict[str, float | None]:
-        """Load and power since the previous decoded reading."""
+        """Load and power since the previous decoded reading; the previous values for ``None``."""
+        if raw is None:
+            return dict(self._values)
         busy, total = _busy_total(self._parse(raw))
         d_total = total - self._last[1]
         if d_total > 0:
@@ -121,6 +137,7 @@ def probe(
     *,
     cpu_times: Callable | None = None,
     logical_cpus: int | None = None,
+    min_interval_s: float = MIN_INTERVAL_S,
 ) -> CpuEstimate | Unavailable:
     """Open the estimate; raises ValueError for a TDP that is not a positive number.
 
@@ -140,7 +157,7 @@ def probe(
     if not (math.isfinite(tdp) and tdp > 0):
         raise ValueError(f"CPU TDP must be a positive number of watts, got {tdp_w!r} ({source})")
     try:
-        return CpuEstimate(tdp, source, cpu_times or ProcStatTimes())
+        return CpuEstimate(tdp, source, cpu_times or ProcStatTimes(), min_interval_s)
     except (psutil.Error, OSError) as err:
         return Unavailable(NAME, f"cannot read machine CPU times: {err}")
 
