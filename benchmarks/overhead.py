@@ -1,6 +1,6 @@
 """Latency overhead and CPU cost of measuring energy during inference.
 
-    python benchmarks/overhead.py [--rounds 40] [--iters 40] [--size 64] [--device auto]
+    python benchmarks/overhead.py [--rounds 80] [--iters 40] [--size 64] [--device auto]
 
 Method. ResNet50 (batch 1, ``eval()``, ``torch.inference_mode()``, torch on
 every core) runs the project's own timed loop (``measure.protocol.timed_loop``,
@@ -310,7 +310,7 @@ def report(tallies: dict, measurers: list, unavailable: dict[str, str]) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40, help="rounds of paired blocks (default 40)")
+    parser.add_argument("--rounds", type=int, default=80, help="rounds of paired blocks (default 80)")
     parser.add_argument("--iters", type=int, default=40, help="timed inferences per block (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:<i> or auto (default)")

@@ -215,7 +215,7 @@ def run_study(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, 
     95 % confidence interval of its median is within the target (see
     ``measure_to_precision``); otherwise exactly ``plan.runs`` runs.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     device = resolve_device(plan.device)
     loaded = load_checked(plan)
@@ -386,7 +386,7 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
         "schema": SCHEMA, "status": runtree.RUNNING, "reason": None,
         "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
         "run": run, "iterations": iterations or plan.iterations_for(size), "warmup": plan.warmup,
-        "device": str(session.device), "gpu_domain": gpu_domain(session.device, session.sensors), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
+        "device": str(session.device), "gpu_domain": nvml_domain_of(session.device, session.sensors), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
         "params": count_params(loaded.module), "flops_per_inference": None,
         "period_s": plan.period_s, "sensors": session.sensors_meta, "unavailable": session.unavailable,
         "idle_power_w": session.idle_power_w, "window": None, "host": session.host,
@@ -463,7 +463,7 @@ def tick_source(device: torch.device) -> str:
     return "signal" if device.type == "cpu" else "thread"
 
 
-def gpu_domain(device: torch.device, sensors: Sequence[Sensor]) -> str | None:
+def nvml_domain_of(device: torch.device, sensors: Sequence[Sensor]) -> str | None:
     """The NVML domain of the CUDA device the model runs on (matched by UUID; NVML ignores CUDA_VISIBLE_DEVICES)."""
     if device.type != "cuda":
         return None
