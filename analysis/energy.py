@@ -104,8 +104,11 @@ def aligned_counter_energy(run: np.ndarray, t_s: np.ndarray, counter_j: np.ndarr
     are charged at the mean power the counter shows over the adjacent update
     period.  This assumes that the counter, at an update, holds the energy up to
     that update.  Samples must already be cut to the window, one segment per
-    run.  A run with a missing reading, a backward step or too few changes is
-    left to the plain difference (``counter_energy``).
+    run.  A run with a missing reading, a backward step, too few changes, or
+    one of the four updates used (the first two, the last two) read after an
+    interval longer than 3/4 of the run's median time between updates (a late
+    sample would misplace it) is left to the plain difference
+    (``counter_energy``).
     Returns ``(energy_j, aligned)``: NaN and ``False`` where the alignment does not apply.
     """
     t_s, counter_j = np.asarray(t_s, dtype=float), np.asarray(counter_j, dtype=float)
@@ -125,13 +128,21 @@ def aligned_counter_energy(run: np.ndarray, t_s: np.ndarray, counter_j: np.ndarr
     runs, block = np.unique(run[after], return_index=True)
     keep = aligned[runs]
     runs, block, count = runs[keep], block[keep], changes[runs[keep]]
-    first, second, before_last, last = (after[block + i] for i in (0, 1, count - 2, count - 1))
+    used = np.column_stack([block, block + 1, block + count - 2, block + count - 1])
+    # each update used must be placed to within 3/8 of the run's typical update period: an interval
+    # stretched around it (a late tick) would misplace it and take the slivers' power from the wrong stretch
+    update = 0.5 * (t_s[after - 1] + t_s[after])  # where each update is placed
+    width = t_s[after] - t_s[after - 1]
+    within = run[after][1:] == run[after][:-1]
+    typical = pd.Series(np.diff(update)[within]).groupby(run[after][1:][within]).median().reindex(runs).to_numpy()
+    placed = (width[used] <= 0.75 * typical[:, None]).all(axis=1)
+    aligned[runs[~placed]] = False
+    runs, block, count, used = runs[placed], block[placed], count[placed], used[placed]
+    first, second, before_last, last = after[used].T
     end = np.r_[np.flatnonzero(~same), len(run) - 1]  # each run's last sample
     end = end[np.searchsorted(run[end], runs)]
     start = np.searchsorted(run, runs)  # each run's first sample
-    update = 0.5 * (t_s[after - 1] + t_s[after])  # where each update is placed
-    t_first, t_second = update[block], update[block + 1]
-    t_before_last, t_last = update[block + count - 2], update[block + count - 1]
+    t_first, t_second, t_before_last, t_last = update[used].T
     power_head = (counter_j[second] - counter_j[first]) / (t_second - t_first)
     power_tail = (counter_j[last] - counter_j[before_last]) / (t_last - t_before_last)
     energy[runs] = (counter_j[end] - counter_j[first] + power_head * (t_first - t_s[start])

@@ -33,11 +33,13 @@ Configurations:
   nothing to measure.
 
 CPU cost inside the window ("CPU s/s"), over the loops' wall seconds, both
-summed over all rounds: for ours, the CPU seconds its ticks took
-(``Window.tick_cpu_s``, read from the ticking thread's CPU clock around each
-tick: the raw captures, and any batch written); for CodeCarbon, the CPU
-seconds of the threads it started (its timer threads, a new one per
-measurement) from its start to right before it stops (see ``ThreadLedger``).
+summed over all rounds: the CPU seconds of the threads the tool started (our
+``power-recorder`` thread: its waits, housekeeping and ticks; CodeCarbon's
+timer threads, a new one per measurement) from its start to right before it
+stops (see ``ThreadLedger``), plus, for our signal ticks, which run in the
+measuring thread, the CPU seconds they took (``Window.tick_cpu_s``, read from
+that thread's CPU clock around each tick: the raw captures, and any batch
+written).
 The wall time of each tool's ``stop`` ("stop s/s", outside the timed loop) is
 reported beside it: ours decodes and writes the ticks' lines there; CodeCarbon
 takes a last measurement and computes its emissions.  Work a tool does in the
@@ -150,25 +152,30 @@ class NoMeasurement:
         return 0.0, 0.0
 
 
-class OurRecorder:
-    """Our recorder; its ticks' CPU time comes from its window, whichever thread took them."""
+class OurRecorder(ThreadsOf):
+    """Our recorder: the CPU time of its sampling thread (all of it: waits, housekeeping, ticks), or of
+    its signal ticks (measured by the recorder itself in the measuring thread)."""
 
     def __init__(self, sensors: list, folder: Path, period_s: float, ticks: str, suffix: str = ""):
         self.name = f"ours_p{period_s:g}{suffix}"
         self._arguments = (sensors, folder / f"{self.name}.json", period_s)
         self._ticks = ticks
         self._recorder: Recorder | None = None
+        self._window = None
         self.ticks_used: set[str] = set()
+        super().__init__(self._start_recorder, self._stop_recorder)
 
-    def begin(self) -> None:
+    def _start_recorder(self) -> None:
         self._recorder = Recorder(*self._arguments, ticks=self._ticks)
         self._recorder.start()
 
+    def _stop_recorder(self) -> None:
+        self._window = self._recorder.stop()
+        self.ticks_used.add(self._window.ticks)
+
     def end(self) -> tuple[float, float]:
-        windows = []
-        stop_s = timed(lambda: windows.append(self._recorder.stop()))
-        self.ticks_used.add(windows[0].ticks)
-        return windows[0].tick_cpu_s, stop_s
+        thread_cpu_s, stop_s = super().end()
+        return thread_cpu_s + (self._window.tick_cpu_s if self._window.ticks == "signal" else 0.0), stop_s
 
 
 class CodeCarbon(ThreadsOf):

@@ -22,13 +22,18 @@ Two tick sources:
   which source ran and why.
 
 A tick does the least it can inside the window: it notes the clocks and takes
-each sensor's raw reading (``capture()``, see ``sensors.base``).  Decoding the
-readings and writing the lines happens when ``stop()`` has taken the ``end``
-sample, outside the window, or in batches of ``flush_every`` ticks during a
-long window, so that memory stays bounded (a crash loses at most the ticks of
-one batch; the ``start`` line is written at once).  A sensor's slow
-housekeeping (its optional ``refresh()``) runs before the window and, with the
-thread, before each tick outside the lock, never delaying the ``end`` sample.
+each sensor's raw reading (``capture_tick()`` or ``capture()``, see
+``sensors.base``; the edges always use ``capture()``).  Decoding the readings
+and writing the lines happens when ``stop()`` has taken the ``end`` sample,
+outside the window, or in batches of ``flush_every`` ticks during a long
+window, so that memory stays bounded (a crash loses at most the ticks of one
+batch; the ``start`` line is written at once).  The thread writes a batch
+outside its lock, and a signal tick due while a batch is written is only
+captured, so the ``end`` sample never waits for a batch and lines stay in
+capture order.  A sensor's slow housekeeping (its optional ``refresh()``)
+runs before the window and, with the thread, before each tick outside the
+lock; with the signal only before the window (a process started during the
+window is counted from the next one).
 """
 from __future__ import annotations
 
@@ -68,7 +73,7 @@ def signal_ticks_refusal() -> str | None:
         return "no setitimer on this platform"
     if threading.current_thread() is not threading.main_thread():
         return "not in the main thread"
-    if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
+    if signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL:  # None: a handler installed outside Python
         return "SIGALRM already has a handler"
     if signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0):
         return "the real-time interval timer is already armed"
@@ -108,6 +113,7 @@ class Recorder:
             raise ValueError(f"ticks must be one of {TICK_SOURCES}, got {ticks!r}")
         self.sensors = list(sensors)
         self._captures = [getattr(sensor, "capture", sensor.read) for sensor in self.sensors]
+        self._tick_captures = [getattr(sensor, "capture_tick", capture) for sensor, capture in zip(self.sensors, self._captures)]
         self._decoders = [getattr(sensor, "decode", None) for sensor in self.sensors]
         self._refreshers = [sensor.refresh for sensor in self.sensors if callable(getattr(sensor, "refresh", None))]
         self._keys: dict[str, str] = {}  # channel -> its pre-serialised ', "<channel>": '
@@ -119,6 +125,8 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_handler = None
+        self._armed: str | None = None  # the tick source running: "thread", "signal" or None
+        self._writing = False  # a signal tick is writing a batch
         self._file = None
         self._pending: list[tuple] = []  # captured ticks not yet written: (mark, t, wall, readings)
         self._t0 = 0.0
@@ -128,16 +136,26 @@ class Recorder:
         self._samples = 0
         self._gaps = 0
         self.first_error: str | None = None  # the first failed read, for the run's metadata
-        self._write_error: OSError | None = None
+        self._tick_error: Exception | None = None  # what stopped the ticks (a full disk, say); raised by stop()
 
     def start(self) -> None:
+        if self._armed is not None:
+            raise RuntimeError("the recorder is already running")
         self._file = open(self.path, "wb")
+        try:
+            self._start()
+        except BaseException:
+            self._disarm()
+            self._file.close()
+            raise
+
+    def _start(self) -> None:
         self._stop.clear()
         self._pending = []
         self._samples = self._gaps = 0
         self._tick_cpu_s = 0.0
         self.first_error = None
-        self._write_error = None
+        self._tick_error = None
         self._ticks_used = self.ticks
         refusal = signal_ticks_refusal() if self.ticks == "signal" else None
         if refusal:
@@ -145,40 +163,42 @@ class Recorder:
         self._refresh()
         with self._lock:
             self._t0 = time.perf_counter()
-            start = self._capture("start", self._t0)
+            start = self._capture("start", self._t0, self._captures)
         self._write([start])
         self._start_utc = utc_text(start[2])
         if self._ticks_used == "signal":
             self._previous_handler = signal.signal(signal.SIGALRM, self._on_signal)
+            self._armed = "signal"
+            signal.siginterrupt(signal.SIGALRM, False)  # restart interrupted system calls rather than fail them
             signal.setitimer(signal.ITIMER_REAL, self.period_s, self.period_s)
         else:
             self._thread = threading.Thread(target=self._run, name="power-recorder", daemon=True)
+            self._armed = "thread"
             self._thread.start()
 
     def stop(self) -> Window:
-        """Take the ``end`` sample now, then stop the ticks, write what they captured and close the file."""
+        """Take the ``end`` sample now, then stop the ticks, write what they captured and close the file.
+
+        Called from the thread that called ``start``.  Raises what stopped the ticks, if anything did,
+        after writing the ``end`` line.
+        """
+        if self._armed is None:
+            raise RuntimeError("the recorder is not running")
         try:
-            with self._lock:
-                self._stop.set()  # under the lock: no tick is captured after ``end``
-                t_end = time.perf_counter()
-                end = self._capture("end", t_end)
-        finally:
-            if self._thread is not None:
-                self._thread.join()
-                self._thread = None
-            else:
-                signal.setitimer(signal.ITIMER_REAL, 0, 0)
-                signal.signal(signal.SIGALRM, self._previous_handler)
-        try:
-            if self._write_error is None:
-                self._write([*self._pending, end])
-            else:  # a batch could not be written during the window (a full disk, say): still try the end line
-                self._write([end])
+            try:
+                with self._lock:
+                    self._stop.set()  # under the lock: no tick is captured after ``end``
+                    t_end = time.perf_counter()
+                    end = self._capture("end", t_end, self._captures)
+            finally:
+                self._disarm()
+            # after a failed tick (a batch that could not be written, say) still try the end line
+            self._write([end] if self._tick_error else [*self._pending, end])
         finally:
             self._pending = []
             self._file.close()
-        if self._write_error is not None:
-            raise self._write_error
+        if self._tick_error is not None:
+            raise self._tick_error
         return Window(self._start_utc, utc_text(end[2]), t_end - self._t0, self._samples, self._gaps,
                       self.first_error, self._ticks_used, self._tick_cpu_s)
 
@@ -187,36 +207,74 @@ class Recorder:
         return self
 
     def __exit__(self, *exc) -> None:
-        if not self._stop.is_set():
+        if self._armed is not None:
             self.stop()
+
+    def _disarm(self) -> None:
+        """Stop whichever tick source runs: join the thread, or disarm the timer and restore the handler."""
+        self._stop.set()
+        if self._armed == "thread":
+            self._thread.join()
+            self._thread = None
+        elif self._armed == "signal":
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, self._previous_handler)
+        self._armed = None
 
     def _run(self) -> None:
         tick = 1
         while not self._stop.wait(max(0.0, self._t0 + tick * self.period_s - time.perf_counter())):
             self._refresh()
+            cpu = time.thread_time()
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._tick()
-            if self._write_error is not None:
+                batch = self._tick()
+            if batch:  # outside the lock: the end sample never waits for a batch to be written
+                self._write_batch(batch)
+            self._tick_cpu_s += time.thread_time() - cpu
+            if self._tick_error is not None:
                 return
             # skip grid points already missed (a slow read) instead of bursting to catch up
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
     def _on_signal(self, signum, frame) -> None:
-        if not self._stop.is_set() and self._write_error is None:
-            self._tick()
-
-    def _tick(self) -> None:
+        if self._stop.is_set() or self._tick_error is not None:
+            return
+        if self._writing:  # a tick due while this thread writes a batch: capture it, write it with the next
+            self._tick(batching=False)
+            return
         cpu = time.thread_time()
-        self._pending.append(self._capture("tick", time.perf_counter()))
-        if len(self._pending) >= self.flush_every:
-            batch, self._pending = self._pending, []
+        batch = self._tick()
+        if batch:
+            self._writing = True
             try:
-                self._write(batch)
-            except OSError as error:  # raised again by stop(), in the measuring thread
-                self._write_error = error
+                self._write_batch(batch)
+            finally:
+                self._writing = False
         self._tick_cpu_s += time.thread_time() - cpu
+
+    def _tick(self, batching: bool = True) -> list[tuple]:
+        """Capture a tick; the batch of captured ticks to write when one is due (and ``batching``).
+
+        An error stops the ticks and is raised by stop(), in the measuring thread, rather than here,
+        inside the measured work or in a thread nobody watches.
+        """
+        try:
+            self._pending.append(self._capture("tick", time.perf_counter(), self._tick_captures))
+        except Exception as error:  # noqa: BLE001 - any failure is stop()'s to raise
+            self._tick_error = error
+            return []
+        if not batching or len(self._pending) < self.flush_every:
+            return []
+        batch, self._pending = self._pending, []
+        return batch
+
+    def _write_batch(self, batch: list[tuple]) -> None:
+        try:
+            self._write(batch)
+        except Exception as error:  # noqa: BLE001 - raised by stop()
+            self._tick_error = error
 
     def _refresh(self) -> None:
         """Let sensors do their slow housekeeping now, rather than inside a read."""
@@ -226,10 +284,10 @@ class Recorder:
             except (SensorError, OSError):
                 pass  # the next read retries it and records the failure as a gap
 
-    def _capture(self, mark: str, t: float) -> tuple:
+    def _capture(self, mark: str, t: float, captures: list) -> tuple:
         """Every sensor's raw reading now, or the error that prevented it."""
         readings = []
-        for capture in self._captures:
+        for capture in captures:
             try:
                 readings.append(capture())
             except (SensorError, OSError) as error:

@@ -186,6 +186,79 @@ def test_signal_ticks_fall_back_to_the_thread_where_they_cannot_run(tmp_path):
         assert len(read_lines(tmp_path / f"{name}.json")) == window.samples >= 4
 
 
+@TICKS
+def test_a_sensor_bug_in_a_tick_is_raised_by_stop_not_inside_the_measured_work(tmp_path, ticks):
+    class Buggy(RampCounter):
+        def read(self):
+            if self.reads == 1:  # the first tick, after the start sample; ticks stop there, the end read works
+                self.reads += 1
+                raise TypeError("a bug in a sensor")
+            return super().read()
+
+    recorder = Recorder([Buggy()], tmp_path / "p.json", period_s=0.005, ticks=ticks)
+    recorder.start()
+    time.sleep(0.03)  # the measured work goes on undisturbed
+    with pytest.raises(TypeError, match="a bug in a sensor"):
+        recorder.stop()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start", "end"]
+
+
+@TICKS
+def test_slow_batches_keep_every_tick_in_capture_order(tmp_path, ticks):
+    class SlowDecoder(RampCounter):
+        """Each reading numbered as it is captured; decoding takes longer than the sampling period."""
+
+        def capture(self):
+            self.reads += 1
+            return self.reads
+
+        def decode(self, raw):
+            time.sleep(0.003)
+            return {"dev0.energy_j": float(raw), "dev0.power_w": 1.0}
+
+    sensor = SlowDecoder()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.001, ticks=ticks, flush_every=2)
+    recorder.start()
+    time.sleep(0.15)
+    window = recorder.stop()
+    numbers = [line["dev0.energy_j"] for line in read_lines(tmp_path / "p.json")]
+    assert numbers == [float(n) for n in range(1, sensor.reads + 1)]  # none lost, none out of order
+    assert window.samples == len(numbers) > 10
+
+
+@TICKS
+def test_the_edges_capture_and_the_ticks_capture_tick(tmp_path, ticks):
+    class Decimated(RampCounter):
+        def capture(self):
+            return "edge"
+
+        def capture_tick(self):
+            return None
+
+        def decode(self, raw):
+            return {"dev0.energy_j": 1.0 if raw == "edge" else 0.0, "dev0.power_w": 1.0}
+
+    with Recorder([Decimated()], tmp_path / "p.json", period_s=0.005, ticks=ticks):
+        time.sleep(0.03)
+    lines = read_lines(tmp_path / "p.json")
+    assert [line["dev0.energy_j"] for line in lines] == [1.0] + [0.0] * (len(lines) - 2) + [1.0]
+
+
+def test_start_twice_or_stop_without_start_is_an_error_that_leaves_nothing_armed(tmp_path):
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks="signal")
+    with pytest.raises(RuntimeError, match="not running"):
+        recorder.stop()
+    recorder.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        recorder.start()
+    recorder.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        recorder.stop()
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 def test_rejects_an_unknown_tick_source(tmp_path):
     with pytest.raises(ValueError, match="ticks"):
         Recorder([], tmp_path / "p.json", ticks="interrupt")

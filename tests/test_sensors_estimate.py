@@ -45,15 +45,17 @@ def test_captures_decoded_later_give_what_reads_give():
     assert [split.decode(raw) for raw in captured] == [read.read(), read.read()]
 
 
-def test_reads_closer_than_the_minimum_interval_repeat_the_last_values_without_reading():
-    cpu_times = ScriptedCpuTimes(times(10, 10), times(20, 10), times(20, 30))
+def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_reading():
+    cpu_times = ScriptedCpuTimes(times(10, 10), times(20, 10), times(20, 30), times(40, 30))
     sensor = estimate.probe(100.0, cpu_times=cpu_times, min_interval_s=0.05)
-    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
-    assert sensor.capture() is None  # at once: /proc/stat is not read
-    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
-    assert len(cpu_times.records) == 1
+    assert sensor.capture_tick() is None  # at once after opening: /proc/stat is not read
+    assert sensor.read() == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}  # an edge always reads
+    assert sensor.capture_tick() is None
+    assert sensor.decode(None) == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
+    assert len(cpu_times.records) == 2
     time.sleep(0.06)
-    assert sensor.read()["cpu_estimated.load"] == 0.0
+    assert sensor.decode(sensor.capture_tick())["cpu_estimated.load"] == 0.0
+    assert sensor.decode(sensor.capture())["cpu_estimated.load"] == 1.0  # at once, but an edge
     assert sensor.domains[0].details["min_interval_s"] == 0.05
 
 

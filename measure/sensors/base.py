@@ -12,9 +12,10 @@ a one-line reason instead of raising.
 
 A sensor may also have a ``refresh()`` method: slow housekeeping that ``read``
 would otherwise do itself when it falls due (listing child processes, walking
-page tables).  The recorder calls it outside its lock, before the window and
-before each background sample, so that a synchronous window edge never waits
-for it; it raises ``SensorError`` on failure.
+page tables).  The recorder calls it outside its lock, before the window and,
+when a thread takes its background samples, before each of them, so that a
+synchronous window edge never waits for it; it raises ``SensorError`` on
+failure.
 
 A sensor whose read does real work besides taking the reading (parsing a
 kernel file, computing a rate) may split ``read`` in two: ``capture()`` takes,
@@ -22,7 +23,11 @@ as cheaply as it can, what must be taken at the sampling instant, and
 ``decode(raw)`` turns it into the channels' values, with ``read() ==
 decode(capture())``.  The recorder captures inside the measured window and
 decodes afterwards, in capture order (a decoder may keep state from one
-reading to the next); both raise ``SensorError`` on failure.
+reading to the next); both raise ``SensorError`` on failure.  A sensor whose
+readings cannot resolve short intervals may also define ``capture_tick()``,
+which the recorder uses for its background ticks instead of ``capture()`` (the
+window's edges always use ``capture()``): it may return ``None``, which its
+``decode`` turns into the previous values, rather than read again too soon.
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w`` and ``load
   after the last one that read the counters does not read them and repeats
   the previous values: over 10 ms a CPU's ticks say only that it was busy or
   idle, over 50 ms its load to 20 %, so faster reads would add noise, not
-  information, and cost a regeneration of ``/proc/stat`` each.
+  information, and cost a regeneration of ``/proc/stat`` each.  This holds
+  for the recorder's background ticks (``capture_tick``); its window edges,
+  like ``read()``, always read the counters.
 - ``IDLE_FRACTION`` = 0.3: a package draws a sizeable share of its TDP even
   idle.  The linear idle-to-busy model is Fan, Weber and Barroso's ("Power
   provisioning for a warehouse-sized computer", ISCA 2007); 0.3 is a round
@@ -64,7 +66,7 @@ class CpuEstimate:
     def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, min_interval_s: float = MIN_INTERVAL_S):
         self.tdp_w = tdp_w
         self.min_interval_s = min_interval_s
-        self._read_at = -math.inf
+        self._read_at = time.monotonic()
         self._cpu_times = cpu_times
         # a ProcStatTimes takes its raw bytes at the sampling instant and parses them when decoded
         self._capture = getattr(cpu_times, "raw", cpu_times)
@@ -80,12 +82,15 @@ class CpuEstimate:
         return self.decode(self.capture())
 
     def capture(self):
-        """The machine's CPU times now, raw; ``None`` within ``min_interval_s`` of the last read."""
-        now = time.monotonic()
-        if now - self._read_at < self.min_interval_s:
-            return None
-        self._read_at = now
+        """The machine's CPU times now, raw."""
+        self._read_at = time.monotonic()
         return self._capture()
+
+    def capture_tick(self):
+        """As ``capture``, but ``None`` (repeat the previous values) within ``min_interval_s`` of the last read."""
+        if time.monotonic() - self._read_at < self.min_interval_s:
+            return None
+        return self.capture()
 
     def decode(self, raw) -> dict[str, float | None]:
         """Load and power since the previous decoded reading; the previous values for ``None``."""

@@ -25,7 +25,8 @@ read that took d seconds the next waits at least d / ``MAX_USS_DUTY`` (13 s
 for a process of 1 GiB).  Reads in between reuse the last list and USS.  A
 descendant started since the last listing is counted, in full, from the next
 one.  ``refresh()`` does what is due of both; ``read()`` calls it, and the
-recorder calls it beforehand, outside its lock.  ``capture()`` takes the raw
+recorder calls it outside its lock before the window (and before each tick
+its thread takes).  ``capture()`` takes the raw
 counters and ``decode()`` turns them into the channels (``sensors.base``).
 """
 from __future__ import annotations
