@@ -59,6 +59,19 @@ def test_captures_decoded_after_the_fact_measure_the_busy_stretch():
     assert busy["process.rss_mb"] > 10
 
 
+def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every_time():
+    sensor = process.probe()
+    edge = sensor.capture()
+    tick = sensor.capture_tick()
+    _busy(0.02)
+    later_tick = sensor.capture_tick()
+    assert tick[3] is edge[3] and later_tick[3] is edge[3]  # the statm bytes read at the edge, repeated
+    assert later_tick[1] > tick[1] > edge[1] - 1e-9  # this process's CPU clock, read each time
+    time.sleep(process.MEMORY_INTERVAL_S + 0.01)
+    assert sensor.capture_tick()[3] is not edge[3]
+    assert all(sensor.decode(raw)["process.rss_mb"] > 10 for raw in (edge, tick, later_tick))
+
+
 def test_cpu_share_integrates_to_the_cpu_time_of_running_and_exited_children():
     spin = "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass"
     before = os.times()

@@ -27,7 +27,10 @@ descendant started since the last listing is counted, in full, from the next
 one.  ``refresh()`` does what is due of both; ``read()`` calls it, and the
 recorder calls it outside its lock before the window (and before each tick
 its thread takes).  ``capture()`` takes the raw
-counters and ``decode()`` turns them into the channels (``sensors.base``).
+counters and ``decode()`` turns them into the channels (``sensors.base``);
+the recorder's ticks use ``capture_tick()``, which reads this process's RSS
+(``/proc/<pid>/statm``, ~10 µs while a model runs) at most every
+``MEMORY_INTERVAL_S`` (50 ms) and repeats it in between.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from .base import MEASURED, Domain, SensorError, Unavailable
 NAME = "process"
 CHANNELS = ("process.cpu_share", "process.rss_mb", "process.uss_mb")
 MAX_USS_DUTY = 0.001  # at most 0.1 % of the time spent reading USS
+MEMORY_INTERVAL_S = 0.05  # the recorder's ticks read this process's RSS at most this often
 _MIB = 2**20
 _PAGE_B = os.sysconf("SC_PAGE_SIZE")
 
@@ -64,6 +68,7 @@ class ProcessSensor:
         self._uss_mb: float | None = None
         self.domains = (Domain(NAME, NAME, MEASURED, CHANNELS, details={"refresh_s": refresh_s}),)
         self.channels = CHANNELS
+        self._statm_raw, self._statm_at = b"", -math.inf
         self._refresh(time.monotonic())
         self._last_t, self._last_cpu_s, _ = self._tree_totals(self.capture())
 
@@ -81,10 +86,26 @@ class ProcessSensor:
     def capture(self) -> tuple:
         """The clock, this process's CPU and memory counters, the listed descendants' and the last USS."""
         try:
-            return (time.monotonic(), time.process_time(), os.times(), os.pread(self._statm.fileno(), 256, 0),
-                    [self._descendant_counters(child) for child in self._descendants], self._uss_mb)
+            now = time.monotonic()
+            self._statm_raw, self._statm_at = os.pread(self._statm.fileno(), 256, 0), now
+            return self._counters(now, self._statm_raw)
         except (psutil.Error, OSError) as err:
             raise SensorError(f"process: {err}") from err
+
+    def capture_tick(self) -> tuple:
+        """As ``capture``, but this process's memory counters read at most every ``MEMORY_INTERVAL_S``
+        (the previous ones in between): the CPU clocks move with every kernel, memory with allocations."""
+        now = time.monotonic()
+        if now - self._statm_at >= MEMORY_INTERVAL_S:
+            return self.capture()
+        try:
+            return self._counters(now, self._statm_raw)
+        except (psutil.Error, OSError) as err:
+            raise SensorError(f"process: {err}") from err
+
+    def _counters(self, now: float, statm: bytes) -> tuple:
+        return (now, time.process_time(), os.times(), statm,
+                [self._descendant_counters(child) for child in self._descendants], self._uss_mb)
 
     def decode(self, raw: tuple) -> dict[str, float | None]:
         """CPU share since the previous decoded reading, and memory."""
