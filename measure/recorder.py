@@ -15,11 +15,13 @@ Two tick sources:
 - ``"signal"``: an interval timer (``setitimer``, ``SIGALRM``) whose handler
   takes the tick in the thread that started the recorder, between two Python
   bytecodes: no thread to wake, no core taken from a CPU model that keeps
-  every core busy, no GIL handed over.  A tick falls due during a long C call
-  (one big operator, a CUDA synchronisation) is taken when the call returns,
-  so this source suits work on the CPU.  It needs the main thread and an
-  unused ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says
-  which source ran and why.
+  every core busy, no GIL handed over.  A tick that falls due during a long C
+  call (one big operator, a CUDA synchronisation) is taken when the call
+  returns, so this source suits work on the CPU.  The handler is installed
+  with restartable system calls (``SA_RESTART``), so that blocking calls in C
+  code are resumed rather than failed.  It needs the main thread and an unused
+  ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says which
+  source ran and why.
 
 A tick does the least it can inside the window: it notes the clocks and takes
 each sensor's raw reading (``capture_tick()`` or ``capture()``, see
