@@ -10,7 +10,7 @@
 # point, 10 runs each, with iterations cut so the whole study takes about six
 # minutes on a recent GPU. It checks that the GPU energy is *measured* (NVML
 # energy counter), then packs the run trees into $OUT/gpu_study.tar.gz and writes
-# one summary CSV per model and a log beside it.
+# one summary CSV and one per-run CSV per model, and a log, beside it.
 #
 # Environment: OUT (default ./gpu_results), DEVICE (default cuda), RUNS (default 10),
 # SCALE (multiplies every iteration count; default 1), PYTHON (default python3).
