@@ -36,7 +36,8 @@ def faulty_run(tmp_path_factory):
     """One run sampled by a GPU that is lost after a few reads and a RAPL counter that fails three reads."""
     tmp = tmp_path_factory.mktemp("faults")
     gpu = FakeGPU(energy_mj=None,  # no energy counter (pre-Volta): its energy is integrated from power
-                  fail_after={"nvmlDeviceGetUtilizationRates": 1 + READS_BEFORE_GPU_LOST})  # the probe reads once
+                  # lost on the power reading, which every sample takes (the probe reads it twice)
+                  fail_after={"nvmlDeviceGetFieldValues": 2 + READS_BEFORE_GPU_LOST})
     powercap = make_powercap(tmp, dram=False, core=False)
     reads = itertools.count()
 

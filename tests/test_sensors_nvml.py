@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from fakes import FakeGPU
@@ -79,6 +80,23 @@ def test_instant_power_is_read_once_per_device_per_read(fake_nvml):
     assert [values["gpu0.power_w"], values["gpu1.power_w"]] == [100.0, 200.0]
     assert [g.calls["nvmlDeviceGetFieldValues"] - b for g, b in zip(gpus, before)] == [1, 1]
     assert all(g.calls["nvmlDeviceGetPowerUsage"] == 0 for g in gpus)
+
+
+def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_every_slow_interval(fake_nvml):
+    gpu = FakeGPU(energy_mj=1_000_000, instant_power_mw=100_000, temp_c=50, processes=[(os.getpid(), 512 * MIB)])
+    sensor = nvml.probe(fake_nvml(gpu))
+    edge = sensor.read()
+    gpu.energy_mj, gpu.instant_power_mw, gpu.temp_c = 1_000_500, 300_000, 70
+    before = dict(gpu.calls)
+    tick = sensor.capture_tick()
+    assert tick["gpu0.energy_j"] == 1000.5 and tick["gpu0.power_w"] == 300.0  # read now
+    assert tick["gpu0.temp_c"] == 50.0 and tick["gpu0.proc_mem_mb"] == edge["gpu0.proc_mem_mb"] == 512.0  # repeated
+    assert set(tick) == set(sensor.channels)
+    assert gpu.calls["nvmlDeviceGetTemperature"] == before["nvmlDeviceGetTemperature"]
+    assert gpu.calls["nvmlDeviceGetComputeRunningProcesses"] == before["nvmlDeviceGetComputeRunningProcesses"]
+    time.sleep(nvml.SLOW_INTERVAL_S + 0.01)
+    assert sensor.capture_tick()["gpu0.temp_c"] == 70.0
+    assert sensor.read()["gpu0.temp_c"] == 70.0  # an edge reads everything, always
 
 
 def test_call_failing_mid_run_raises_sensor_error(fake_nvml):

@@ -22,12 +22,21 @@ domain's ``unsupported``.  Older drivers report host PIDs to a process in a
 container's own PID namespace (``pid_namespace: "separate"``): none matches
 and ``proc_mem_mb`` reads 0.
 
+The recorder's ticks (``capture_tick``) read ``energy_j`` and ``power_w``
+every time and the other metrics at most every ``SLOW_INTERVAL_S`` (0.1 s),
+repeating their last values in between: NVML refreshes utilisation over its
+own sample period (1/6 s to 1 s), clocks and temperature move slowly, and
+listing the compute processes is the slowest call of all.  ``read()`` (the
+window's edges) reads everything.
+
 Nothing touches NVML at import: ``probe`` calls ``nvmlInit``, ``close`` the
 matching ``nvmlShutdown``.  Any NVMLError in ``read`` becomes ``SensorError``.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from contextlib import suppress
 from typing import Callable
 
@@ -41,6 +50,8 @@ _MIB = 2**20
 _VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 # PROC_PID_INIT_INO: the inode of the host's (initial) PID namespace.
 _HOST_PID_NS = "pid:[4026531836]"
+FAST_METRICS = ("energy_j", "power_w")  # read at every tick
+SLOW_INTERVAL_S = 0.1  # at ticks, the other metrics are read at most this often
 
 
 class NvmlSensor:
@@ -52,13 +63,28 @@ class NvmlSensor:
     def __init__(self, nvml, domains: tuple[Domain, ...], readers: list[tuple[str, Callable[[], float | None]]]):
         self._nvml = nvml
         self._readers = readers
+        self._fast_readers = [(c, r) for c, r in readers if c.rsplit(".", 1)[1] in FAST_METRICS]
+        self._last: dict[str, float | None] = {}
+        self._read_at = -math.inf
         self._open = True
         self.domains = domains
         self.channels = tuple(channel for channel, _ in readers)
 
     def read(self) -> dict[str, float | None]:
+        """Every metric of every device."""
+        self._read_at = time.monotonic()
+        self._last = self._values(self._readers)
+        return dict(self._last)
+
+    def capture_tick(self) -> dict[str, float | None]:
+        """Energy and power now; the other metrics too if ``SLOW_INTERVAL_S`` has passed, else their last values."""
+        if time.monotonic() - self._read_at >= SLOW_INTERVAL_S:
+            return self.read()
+        return {**self._last, **self._values(self._fast_readers)}
+
+    def _values(self, readers) -> dict[str, float | None]:
         values = {}
-        for channel, reader in self._readers:
+        for channel, reader in readers:
             try:
                 values[channel] = reader()
             except self._nvml.NVMLError as err:
