@@ -49,6 +49,12 @@ def missing(run: np.ndarray, values: np.ndarray, n_runs: int) -> np.ndarray:
     return np.bincount(run[np.isnan(values)], minlength=n_runs)
 
 
+def run_edges(run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first and of the last sample of each run present, in run order."""
+    bounds = np.flatnonzero(np.diff(run)) + 1
+    return np.r_[0, bounds], np.r_[bounds, len(run)] - 1
+
+
 def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
                    n_runs: int) -> tuple[np.ndarray, np.ndarray]:
     """Energy of a cumulative counter between the first and last sample of each run.
@@ -62,8 +68,7 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
     Returns ``(energy_j, problems)``.
     """
     counter_j = np.asarray(counter_j, dtype=float)
-    bounds = np.flatnonzero(np.diff(run)) + 1
-    first, last = np.r_[0, bounds], np.r_[bounds, len(run)] - 1
+    first, last = run_edges(run)
     sound = ~np.isnan(counter_j)
     step_run, steps = run[sound], np.diff(counter_j[sound])
     backward = (steps < 0) & (step_run[1:] == step_run[:-1])
@@ -139,9 +144,8 @@ def aligned_counter_energy(run: np.ndarray, t_s: np.ndarray, counter_j: np.ndarr
     aligned[runs[~placed]] = False
     runs, block, count, used = runs[placed], block[placed], count[placed], used[placed]
     first, second, before_last, last = after[used].T
-    end = np.r_[np.flatnonzero(~same), len(run) - 1]  # each run's last sample
-    end = end[np.searchsorted(run[end], runs)]
-    start = np.searchsorted(run, runs)  # each run's first sample
+    run_first, run_last = run_edges(run)
+    start, end = (edge[np.searchsorted(run[run_first], runs)] for edge in (run_first, run_last))
     t_first, t_second, t_before_last, t_last = update[used].T
     power_head = (counter_j[second] - counter_j[first]) / (t_second - t_first)
     power_tail = (counter_j[last] - counter_j[before_last]) / (t_last - t_before_last)
