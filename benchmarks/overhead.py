@@ -237,7 +237,7 @@ class Tally:
     wall_s: float = 0.0
 
 
-def run_block(module, inputs: dict, iters: int, sync, measurer) -> tuple[float, float, float, float]:
+def run_block(module, inputs, iters: int, sync, measurer) -> tuple[float, float, float, float]:
     """Mean latency (s), measuring CPU seconds, stop seconds and wall seconds of one block under ``measurer``."""
     timed_loop(module, inputs, WARMUP, sync)
     sync()
@@ -251,7 +251,7 @@ def run_block(module, inputs: dict, iters: int, sync, measurer) -> tuple[float, 
     return float(latencies.mean()), cpu_s, stop_s, wall_s
 
 
-def run_rounds(module, inputs: dict, sync, measurers: list, rounds: int, iters: int) -> tuple[dict, list]:
+def run_rounds(module, inputs, sync, measurers: list, rounds: int, iters: int) -> tuple[dict, list]:
     """Interleaved paired blocks; per-configuration tallies and every baseline block's latency."""
     rng = np.random.default_rng(0)
     baseline = NoMeasurement()
@@ -326,8 +326,8 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     loaded = load_model("resnet50")
-    module = loaded.module.to(device)
-    inputs = loaded.inputs(args.size, device)
+    loaded.module.to(device)
+    module, inputs = loaded, loaded.inputs(args.size, 1, device)
     sync = synchronizer(device)
     sensors, sensors_missing = open_sensors(gpu=device.type == "cuda")
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}")

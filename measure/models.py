@@ -1,4 +1,9 @@
-"""The studied architectures and the inputs of each input size.
+"""The models a sweep can measure, and the inputs of each input size and batch size.
+
+A ``LoadedModel`` is a module (or any callable) in eval mode on the CPU, with an
+input factory ``(input_size, batch_size) -> ModelInputs`` and what the size
+means (pixels, tokens). ``load_model(name)`` builds the seed's models by name;
+``user_model(module, input_factory)`` wraps the user's own.
 
 Pretrained weights are used when they are already in the local torch or
 Hugging Face cache (nothing is downloaded); otherwise the same architecture is
@@ -7,9 +12,9 @@ on the architecture and the input size, not on the weight values.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence, Union
 
 import torch
 
@@ -23,47 +28,98 @@ class ModelError(ValueError):
     """A model or input size that cannot be measured (one-line message)."""
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """The positional and keyword tensors of one forward pass: ``module(*args, **kwargs)``."""
+
+    args: tuple = ()
+    kwargs: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: object) -> "ModelInputs":
+        """Inputs from what an input factory returned: a tensor, a tuple/list (positional), a dict (keyword)."""
+        if isinstance(value, ModelInputs):
+            return value
+        if isinstance(value, torch.Tensor):
+            return cls((value,))
+        if isinstance(value, Mapping):
+            return cls((), dict(value))
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            return cls(tuple(value))
+        raise ModelError(f"an input factory must return a tensor, a tuple of tensors or a dict of tensors, "
+                         f"got {type(value).__name__}")
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [v for v in (*self.args, *self.kwargs.values()) if isinstance(v, torch.Tensor)]
+
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> "ModelInputs":
+        """On ``device``; floating-point tensors also cast to ``dtype`` when given (integer ids never are)."""
+        def move(value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            cast = dtype if dtype is not None and value.is_floating_point() else None
+            return value.to(device=device, dtype=cast)
+
+        return ModelInputs(tuple(move(v) for v in self.args), {k: move(v) for k, v in self.kwargs.items()})
+
+    @property
+    def shape(self) -> list[int] | None:
+        """The shape of the first tensor (the image batch, the token ids), for ``meta.json``."""
+        tensors = self.tensors()
+        return list(tensors[0].shape) if tensors else None
+
+
+InputFactory = Callable[[int, int], Union[ModelInputs, torch.Tensor, tuple, list, dict]]
+
+
 @dataclass
 class LoadedModel:
+    """A model ready to measure. ``task``: ``vision``, ``nlp`` or ``custom``; ``size_unit``: what
+    ``input_size`` counts (``px``: image side; ``tokens``: sequence length)."""
+
     name: str
-    task: str  # "vision" or "nlp"
-    module: torch.nn.Module
-    weights: str  # "pretrained" or "random"
+    task: str
+    module: Callable
+    weights: str  # "pretrained", "random", or "user" for a module the user built
     weights_notice: str | None
-    make_input: Callable[[int], dict[str, torch.Tensor]]
-    min_size: int
-    max_size: int | None
+    make_inputs: InputFactory  # (input_size, batch_size) -> tensors on the CPU
+    size_unit: str = "px"
+    min_size: int = 1
+    max_size: int | None = None
 
     def check_size(self, size: int) -> None:
-        unit = "px" if self.task == "vision" else "tokens"
         if size < self.min_size:
-            raise ModelError(f"{self.name} needs an input of at least {self.min_size} {unit}, got {size}")
+            raise ModelError(f"{self.name} needs an input of at least {self.min_size} {self.size_unit}, got {size}")
         if self.max_size is not None and size > self.max_size:
-            raise ModelError(f"{self.name} takes at most {self.max_size} {unit}, got {size}")
+            raise ModelError(f"{self.name} takes at most {self.max_size} {self.size_unit}, got {size}")
 
-    def inputs(self, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    def inputs(self, size: int, batch_size: int, device: torch.device,
+               dtype: torch.dtype | None = None) -> ModelInputs:
+        """The inputs of one forward pass at ``size`` for a batch of ``batch_size``, on ``device``."""
         self.check_size(size)
-        return {k: v.to(device) for k, v in self.make_input(size).items()}
+        return ModelInputs.of(self.make_inputs(size, batch_size)).to(device, dtype)
+
+    def __call__(self, inputs: ModelInputs):
+        return self.module(*inputs.args, **inputs.kwargs)
 
 
-def _image_input(size: int) -> dict[str, torch.Tensor]:
+def _image_input(size: int, batch_size: int) -> ModelInputs:
     generator = torch.Generator().manual_seed(size)
-    return {"x": torch.randn(1, 3, size, size, generator=generator)}
+    return ModelInputs((torch.randn(batch_size, 3, size, size, generator=generator),))
 
 
-def _bert_input(tokens: int) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([[CLS_ID] + [YES_ID] * tokens + [SEP_ID]])
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+def _bert_ids(tokens: int, batch_size: int) -> ModelInputs:
+    ids = torch.tensor([[CLS_ID] + [YES_ID] * tokens + [SEP_ID]]).repeat(batch_size, 1)
+    return ModelInputs((), {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
 
 
 def _torchvision(name: str, builder, weights_enum, min_size: int) -> LoadedModel:
     weights = weights_enum.DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.exists():
-        module = builder(weights=weights)
-        return LoadedModel(name, "vision", module, "pretrained", None, _image_input, min_size, None)
+        return LoadedModel(name, "vision", builder(weights=weights), "pretrained", None, _image_input, "px", min_size)
     notice = f"pretrained {name} weights not in the local cache ({cached.name}); using random weights"
-    return LoadedModel(name, "vision", builder(weights=None), "random", notice, _image_input, min_size, None)
+    return LoadedModel(name, "vision", builder(weights=None), "random", notice, _image_input, "px", min_size)
 
 
 def _alexnet() -> LoadedModel:
@@ -93,12 +149,12 @@ def _bert() -> LoadedModel:
     try:
         tokenizer = BertTokenizerFast.from_pretrained(BERT_NAME, local_files_only=True)
     except OSError:
-        make_input = _bert_input
+        make_inputs = _bert_ids
     else:
-        def make_input(tokens: int) -> dict[str, torch.Tensor]:
-            encoded = tokenizer(" ".join(["yes"] * tokens), return_tensors="pt")
-            return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-    return LoadedModel("bert", "nlp", module, weights, notice, make_input, 1, BERT_MAX_TOKENS)
+        def make_inputs(tokens: int, batch_size: int) -> ModelInputs:
+            encoded = tokenizer([" ".join(["yes"] * tokens)] * batch_size, return_tensors="pt")
+            return ModelInputs((), {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    return LoadedModel("bert", "nlp", module, weights, notice, make_inputs, "tokens", 1, BERT_MAX_TOKENS)
 
 
 BUILDERS: dict[str, Callable[[], LoadedModel]] = {
@@ -119,14 +175,34 @@ def load_model(name: str) -> LoadedModel:
     return loaded
 
 
-def count_flops(module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> int:
-    """FLOPs of one forward pass (a multiply-add counts 2)."""
+def user_model(module: Callable, input_factory: InputFactory, *, name: str | None = None, task: str = "custom",
+               size_unit: str = "px", min_size: int = 1, max_size: int | None = None) -> LoadedModel:
+    """The user's own model: an ``nn.Module`` (put in eval mode) or any callable, and an input factory
+    ``(input_size, batch_size) -> tensor | tuple of tensors | dict of tensors`` building CPU tensors."""
+    if not callable(module):
+        raise ModelError(f"a model must be an nn.Module or a callable, got {type(module).__name__}")
+    if not callable(input_factory):
+        raise ModelError("an input factory (input_size, batch_size) -> tensors is needed")
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    label = name or (type(module).__name__ if isinstance(module, torch.nn.Module) else getattr(module, "__name__",
+                                                                                                 "model"))
+    return LoadedModel(label, task, module, "user", None, input_factory, size_unit, min_size, max_size)
+
+
+def count_flops(loaded: LoadedModel, inputs: ModelInputs) -> int | None:
+    """FLOPs of one forward pass (a multiply-add counts 2); None where torch cannot count them."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        module(**inputs)
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            loaded(inputs)
+    except Exception:  # noqa: BLE001 - a callable FlopCounterMode cannot trace: FLOPs unknown, not a failed run
+        return None
     return int(counter.get_total_flops())
 
 
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def count_params(loaded: LoadedModel) -> int | None:
+    """Parameters of an ``nn.Module``; None for a plain callable."""
+    module = loaded.module
+    return sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else None

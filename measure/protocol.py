@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import runtree
-from .models import LoadedModel, ModelError, count_flops, count_params, load_model
+from .models import LoadedModel, ModelError, ModelInputs, count_flops, count_params, load_model
 from .recorder import Recorder
 from .sensors import open_sensors
 from .sensors.base import Sensor
@@ -142,13 +142,13 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def timed_loop(module: torch.nn.Module, inputs: dict, iterations: int, sync: Callable[[], None]) -> np.ndarray:
+def timed_loop(loaded: LoadedModel, inputs: ModelInputs, iterations: int, sync: Callable[[], None]) -> np.ndarray:
     """Latency of each of ``iterations`` forward passes, in seconds."""
     latencies = np.empty(iterations)
     clock = time.perf_counter
     for i in range(iterations):
         start = clock()
-        module(**inputs)
+        loaded(inputs)
         sync()
         latencies[i] = clock() - start
     return latencies
@@ -336,10 +336,10 @@ def measure_to_precision(session: Session, size: int, flops: dict[int, int | Non
 def iterations_for_window(session: Session, size: int) -> int:
     """Iterations that make a window of at least ``min_window_s``, from a few timed inferences."""
     loaded, sync = session.loaded, synchronizer(session.device)
-    inputs = loaded.inputs(size, session.device)
+    inputs = loaded.inputs(size, 1, session.device)
     with torch.inference_mode():
-        timed_loop(loaded.module, inputs, max(session.plan.warmup, 1), sync)
-        latency = float(np.median(timed_loop(loaded.module, inputs, 5, sync)))
+        timed_loop(loaded, inputs, max(session.plan.warmup, 1), sync)
+        latency = float(np.median(timed_loop(loaded, inputs, 5, sync)))
     return max(1, int(np.ceil(session.plan.min_window_s / latency)))
 
 
@@ -387,7 +387,7 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
         "model": loaded.name, "task": loaded.task, "input_size": size, "input_shape": None, "batch_size": 1,
         "run": run, "iterations": iterations or plan.iterations_for(size), "warmup": plan.warmup,
         "device": str(session.device), "gpu_domain": nvml_domain_of(session.device, session.sensors), "weights": loaded.weights, "weights_notice": loaded.weights_notice,
-        "params": count_params(loaded.module), "flops_per_inference": None,
+        "params": count_params(loaded), "flops_per_inference": None,
         "period_s": plan.period_s, "sensors": session.sensors_meta, "unavailable": session.unavailable,
         "idle_power_w": session.idle_power_w, "window": None, "host": session.host,
         "stop_reason": f"fixed protocol: {plan.runs} runs",
@@ -395,20 +395,20 @@ def measure_cell(session: Session, size: int, run: int, flops: dict[int, int | N
     runtree.write_json(folder / runtree.META_FILE, meta)
     sync = synchronizer(session.device)
     try:
-        inputs = loaded.inputs(size, session.device)
-        meta["input_shape"] = list(next(iter(inputs.values())).shape)
+        inputs = loaded.inputs(size, 1, session.device)
+        meta["input_shape"] = inputs.shape
         with torch.inference_mode():
-            timed_loop(loaded.module, inputs, plan.warmup, sync)
+            timed_loop(loaded, inputs, plan.warmup, sync)
             sync()
             recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
                                 ticks=tick_source(session.device))
             recorder.start()
             try:
-                latencies = timed_loop(loaded.module, inputs, meta["iterations"], sync)
+                latencies = timed_loop(loaded, inputs, meta["iterations"], sync)
             finally:
                 window = recorder.stop()
         if size not in flops:  # after the timed loop, so that a run without warm-up starts cold
-            flops[size] = count_flops(loaded.module, inputs)
+            flops[size] = count_flops(loaded, inputs)
         meta["flops_per_inference"] = flops[size]
         meta["window"] = window.describe()
         runtree.write_latencies(folder / runtree.LATENCY_FILE, latencies)
