@@ -33,6 +33,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from measure import runtree
+
 from . import energy as en
 
 SAMPLES_FILE, META_FILE = "power_metrics.json", "meta.json"
@@ -146,7 +148,7 @@ def _run_info(root: Path, model: str | None, include_incomplete: bool) -> pd.Dat
         dirnames.sort(key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
         folder = Path(dirpath)
         if SAMPLES_FILE not in filenames:
-            status = (_read_meta(folder) or {}).get("status") if META_FILE in filenames else None
+            status = runtree.read_status(folder) if META_FILE in filenames else None
             if status == "complete":
                 warn(f"{folder / META_FILE}: run marked complete but {SAMPLES_FILE} is missing; run skipped")
             elif status is not None:  # failed, or interrupted, before its window
@@ -173,63 +175,26 @@ def _run_info(root: Path, model: str | None, include_incomplete: bool) -> pd.Dat
     return pd.DataFrame.from_records(records)
 
 
-def _read_meta(folder: Path) -> dict | None:
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
 def _our_record(folder: Path) -> dict | None:
-    meta = _read_meta(folder)
-    missing = [k for k in ("model", "input_size", "run", "iterations", "status") if meta and meta.get(k) is None]
-    malformed = _malformed(meta) if meta and not missing else []
-    if meta is None or missing or malformed:
-        warn(f"{folder / META_FILE}: " + ("unreadable" if meta is None else f"lacks {', '.join(missing)}" if missing
-                                          else f"malformed {', '.join(malformed)}") + "; run skipped")
+    try:
+        meta = runtree.read_meta(folder)
+    except runtree.MetaError as error:
+        warn(f"{error}; run skipped")
         return None
-    device, host = meta.get("device"), meta.get("host") or {}
+    identity, host = meta.identity, meta.host
+    device = identity.get("device")
     on_gpu = str(device).startswith("cuda")
     gpu = meta.get("gpu_domain") or (f"gpu{str(device).partition(':')[2] or 0}" if on_gpu else None)
     names = {g.get("domain"): g.get("name") for g in host.get("gpus") or []}
     return {
-        "model": meta["model"], "input_size": meta["input_size"], "run": meta["run"], "status": meta["status"],
-        "task": meta.get("task"), "weights": meta.get("weights"), "device": device,
+        "model": identity["model"], "input_size": identity["input_size"], "run": meta.run, "status": meta.status,
+        "task": identity.get("task"), "weights": meta.get("weights"), "device": device,
         "hardware_gpu": names.get(gpu), "hardware_cpu": host.get("cpu_model"),
-        "iterations": meta["iterations"], "warmup": meta.get("warmup"), "period_s": meta.get("period_s"),
+        "iterations": meta.iterations, "warmup": meta.get("warmup"), "period_s": meta.get("period_s"),
         "params": meta.get("params"), "flops_per_inference": meta.get("flops_per_inference"),
         "format": "ours", "path": folder, "stats_gpu": gpu,
-        "sensors": meta.get("sensors") or {}, "idle": _idle(meta.get("idle_power_w") or {}),
+        "sensors": meta.sensors, "idle": meta.idle_power_w,
     }
-
-
-def _malformed(meta: dict) -> list[str]:
-    """The keys of ``meta`` whose values have a type the analysis cannot use."""
-    def integer(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def number(value: object) -> bool:
-        return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    sensors, idle, host = meta.get("sensors") or {}, meta.get("idle_power_w") or {}, meta.get("host") or {}
-    sound = {
-        "model": isinstance(meta["model"], str), "status": isinstance(meta["status"], str),
-        "input_size": integer(meta["input_size"]), "run": integer(meta["run"]), "iterations": integer(meta["iterations"]),
-        "sensors": isinstance(sensors, dict) and all(isinstance(s, dict) and number(s.get("counter_wrap_j"))
-                                                     for s in sensors.values()),
-        "idle_power_w": isinstance(idle, dict) and all(number(v.get("value") if isinstance(v, dict) else v)
-                                                       for v in idle.values()),
-        "host": isinstance(host, dict) and isinstance(host.get("gpus") or [], list)
-                and all(isinstance(gpu, dict) for gpu in host.get("gpus") or []),
-    }
-    return [key for key, ok in sound.items() if not ok]
-
-
-def _idle(idle_power_w: dict) -> dict[str, float]:
-    """``{domain: W}`` from meta's ``{domain: {value, source}}`` (a bare number is accepted too)."""
-    return {d: float(v["value"] if isinstance(v, dict) else v) for d, v in idle_power_w.items()
-            if (v.get("value") if isinstance(v, dict) else v) is not None}
 
 
 def _aipm_record(folder: Path, model: str | None) -> dict | None:

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from measure import runtree
+
 from .load import Study
 
 SOURCE_SUFFIX = "_source"
@@ -42,14 +44,16 @@ SEED_JUMP_REGION = (300, 350)
 # ---------------------------------------------------------------- run metadata
 
 def read_metadata(study: Study) -> list[dict]:
-    """The ``meta.json`` document of every run of ``study`` (in the order of ``study.runs``)."""
+    """The ``meta.json`` document of every run of ``study`` (in the order of ``study.runs``), its identity
+    flattened into it (``model``, ``device``, ...); an empty dict for a run without a usable one."""
     metas = []
     for folder in study.runs["folder"]:
-        path = Path(study.root) / folder / "meta.json"
         try:
-            metas.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
+            meta = runtree.read_meta(Path(study.root) / folder)
+        except runtree.MetaError:
             metas.append({})
+            continue
+        metas.append({**meta.fields, **meta.identity})
     return metas
 
 
