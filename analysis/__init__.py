@@ -1,18 +1,18 @@
-"""Analysis of run trees: tidy tables, energies over exact windows, summaries over runs.
+"""Analysis of run trees: per-run quantities over exact windows, summaries over runs, figures.
 
-    study = load_study("results/resnet50")     # ours or AIPowerMeter's, any depth
-    table = summarize(study)                   # one row per (model, input size)
+    study = load_study("runs/resnet50")        # ours or AIPowerMeter's, any depth; or a list of trees
+    summary = summarize(study)                 # long: one row per (point, domain, quantity)
+    wide = export.wide_summary(summary, study) # the seed's CSV: one row per point
     rho, p = spearman(study)
 
-See docs/tables.md for the tables and their columns.
+See docs/tables.md for the tables and their columns, docs/architecture.md for the modules.
 """
-from .energy import aligned_counter_energy, combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
-from .load import AnalysisWarning, NoUsableRuns, Study, load_study, recording_power
-from .stats import bootstrap_median_ci, spearman, summarize
-from . import report  # notebook-level helpers: hardware, sources, comparisons, key numbers
+from . import export, findings, metadata
+from .problems import AnalysisWarning, NoUsableRuns
+from .stats import MIN_RUNS_FOR_CI, bootstrap_median_ci, spearman, summarize
+from .tables import Study, load_study
 
 __all__ = [
-    "AnalysisWarning", "NoUsableRuns", "Study", "load_study", "recording_power",
-    "summarize", "spearman", "bootstrap_median_ci",
-    "counter_energy", "aligned_counter_energy", "trapezoid_energy", "window", "window_seconds", "energy_domain", "combine_domains",
+    "AnalysisWarning", "NoUsableRuns", "Study", "load_study", "summarize", "spearman", "bootstrap_median_ci",
+    "MIN_RUNS_FOR_CI", "export", "findings", "metadata",
 ]

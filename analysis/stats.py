@@ -1,26 +1,37 @@
-"""Statistics over runs: medians, IQR, bootstrap CIs of the median, Spearman correlations."""
+"""Statistics over runs, in long form: medians, IQR, bootstrap CIs of the median, Spearman correlations.
+
+A summary row describes one quantity of one domain at one point (a value of
+every grouping dimension) over its runs: ``n`` runs with a value, ``median``,
+``iqr``, the percentile-bootstrap 95 % CI of the median (``ci_low``,
+``ci_high``), and ``ci_reliable``, False below ``MIN_RUNS_FOR_CI`` runs, where
+a bootstrap of the median has too few distinct resamples to mean much. Run
+constants (iterations, warm-up, period, parameters, FLOPs) are never summarised.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .load import Study, warn
+from .problems import warn
+from .tables import Study
 
-GROUP = ["model", "input_size"]
-LABELS = ("_source", "_method")
-SPEARMAN_DEFAULT = ["input_size", "latency_median_s", "sm_util_mean_pct", "gpu_mem_peak_mb",
-                    "gpu_proc_mem_peak_mb", "rss_peak_mb"]
+MIN_RUNS_FOR_CI = 5
+# per-run diagnostics, summarised only when asked for by name
+DIAGNOSTICS = ("gap_samples", "latency_count")
+SUMMARY_COLUMNS = ["domain", "quantity", "n", "median", "iqr", "ci_low", "ci_high", "ci_reliable", "unit", "source",
+                   "method"]
+SPEARMAN_DEFAULT = ["input_size", "latency_median_s", "gpu_sm_util_mean_pct", "gpu_mem_used_peak_mib",
+                    "gpu_proc_mem_peak_mib", "process_rss_peak_mib"]
 
 
-def _runs(study_or_runs: Study | pd.DataFrame) -> pd.DataFrame:
-    return study_or_runs.runs if isinstance(study_or_runs, Study) else study_or_runs
-
-
-def quantities(runs: pd.DataFrame) -> list[str]:
-    """The numeric per-run quantities of a runs table (identity columns excluded)."""
-    return [c for c in runs.columns if c not in ("run", *GROUP)
-            and pd.api.types.is_numeric_dtype(runs[c]) and not pd.api.types.is_bool_dtype(runs[c])]
+def default_by(study: Study) -> list[str]:
+    """The dimensions a summary groups by by default: ``model`` and ``input_size`` always, and every
+    other dimension that varies in the study."""
+    varying = set(study.varying())
+    return [d for d in study.dimensions if d in varying or d in ("model", "input_size")]
 
 
 def bootstrap_median_ci(values: np.ndarray, *, n_boot: int = 2000, confidence: float = 0.95,
@@ -50,39 +61,63 @@ def bootstrap_median_ci(values: np.ndarray, *, n_boot: int = 2000, confidence: f
     return low, high
 
 
-def summarize(study_or_runs: Study | pd.DataFrame, *, n_boot: int = 2000, confidence: float = 0.95,
-              seed: int = 0) -> pd.DataFrame:
-    """One row per (model, input size): ``q_median, q_iqr, q_ci_low, q_ci_high`` for every
-    numeric quantity ``q`` of the runs table, ``n_runs``, and the ``<domain>_source``
-    and ``<domain>_method`` labels (``mixed`` where runs disagree)."""
-    runs = _runs(study_or_runs)
-    numeric = quantities(runs)
-    groups = runs.groupby(GROUP, sort=True, dropna=False)
-    median = groups[numeric].median()
-    iqr = groups[numeric].quantile(0.75) - groups[numeric].quantile(0.25)
+def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequence[str] | None = None,
+              n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per (point, domain, quantity): ``by`` columns, then ``SUMMARY_COLUMNS``.
+
+    ``by``: the grouping dimensions (default ``default_by(study)``); ``quantities``:
+    those to summarise (default: every one but the per-run diagnostics). Labels
+    (``source``, ``method``, ``unit``) are the runs' own, ``mixed`` where they differ.
+    Seeded: the same study gives the same CIs.
+    """
+    by = list(by) if by is not None else default_by(study)
+    unknown = [d for d in by if d not in study.runs.columns]
+    if unknown:
+        raise ValueError(f"cannot group by {', '.join(unknown)}: not a column of the runs "
+                         f"(dimensions: {', '.join(study.dimensions)})")
+    rows = study.quantities
+    rows = rows[rows["quantity"].isin(quantities)] if quantities is not None else \
+        rows[~rows["quantity"].isin(DIAGNOSTICS)]
+    if not set(by) <= set(rows.columns):
+        rows = rows.merge(study.runs[["run_id", *[d for d in by if d not in rows]]], on="run_id")
     rng = np.random.default_rng(seed)
-    bounds = [bootstrap_median_ci(frame[numeric].to_numpy(dtype=float), n_boot=n_boot, confidence=confidence,
-                                  rng=rng) for _, frame in groups]
-    parts = np.stack([median.to_numpy(), iqr.to_numpy(), *(np.array(b) for b in zip(*bounds))], axis=2)
-    names = [f"{q}_{part}" for q in numeric for part in ("median", "iqr", "ci_low", "ci_high")]
-    out = pd.DataFrame(parts.reshape(len(median), -1), index=median.index, columns=names)
-    out.insert(0, "n_runs", groups.size())
-    labels = [c for c in runs.columns if c.endswith(LABELS)]
-    if labels:
-        first, distinct = groups[labels].first(), groups[labels].nunique()
-        out = out.join(first.where(distinct <= 1, "mixed"))
-    return out.reset_index()
+    parts = []
+    for point, group in rows.groupby(by, sort=True, dropna=False, observed=True):
+        matrix = group.pivot_table(index="run_id", columns=["domain", "quantity"], values="value", aggfunc="first",
+                                   dropna=False, observed=True)
+        matrix = matrix.loc[:, matrix.notna().any()]
+        values = matrix.to_numpy(dtype=float)
+        low, high = bootstrap_median_ci(values, n_boot=n_boot, confidence=confidence, rng=rng)
+        labels = group.groupby(["domain", "quantity"], observed=True)[["unit", "source", "method"]].agg(_label)
+        table = pd.DataFrame({
+            "n": (~np.isnan(values)).sum(axis=0), "median": np.nanmedian(values, axis=0),
+            "iqr": np.nanquantile(values, 0.75, axis=0) - np.nanquantile(values, 0.25, axis=0),
+            "ci_low": low, "ci_high": high}, index=matrix.columns).join(labels)
+        table["ci_reliable"] = table["n"] >= MIN_RUNS_FOR_CI
+        for name, value in zip(by, point if isinstance(point, tuple) else (point,)):
+            table[name] = value
+        parts.append(table.reset_index())
+    if not parts:
+        return pd.DataFrame(columns=[*by, *SUMMARY_COLUMNS])
+    out = pd.concat(parts, ignore_index=True)[[*by, *SUMMARY_COLUMNS]]
+    out["n"] = out["n"].astype(int)
+    return out
 
 
-def spearman(study_or_runs: Study | pd.DataFrame, columns: list[str] | None = None) -> tuple[pd.DataFrame,
-                                                                                                pd.DataFrame]:
-    """Spearman's rho and its p-value between per-run quantities, pairwise over complete runs.
+def _label(values: pd.Series) -> object:
+    distinct = values.dropna().unique()
+    return distinct[0] if len(distinct) == 1 else ("mixed" if len(distinct) else None)
 
-    By default: input size, median latency, every ``<domain>_energy_per_inference_j``,
-    SM utilisation and memory peaks.  Constant or all-NaN columns are dropped
+
+def spearman(study: Study | pd.DataFrame, columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spearman's rho and its p-value between per-run quantities, pairwise over the runs where both are known.
+
+    ``study``: a ``Study`` (its ``wide()`` table) or a wide table of runs. By
+    default: input size, median latency, every domain's energy per inference,
+    SM utilisation and memory peaks. Constant or all-NaN columns are dropped
     with an ``AnalysisWarning``.
     """
-    runs = _runs(study_or_runs)
+    runs = study.wide() if isinstance(study, Study) else study
     if columns is None:
         energies = [c for c in runs.columns if c.endswith("_energy_per_inference_j") and "_dynamic_" not in c]
         columns = [c for c in SPEARMAN_DEFAULT[:2] + energies + SPEARMAN_DEFAULT[2:] if c in runs]

@@ -52,9 +52,20 @@ def place(tmp_path, source, *parts, latencies=None):
 
 
 def domain_row(study, domain):
-    rows = study.energies[study.energies["domain"] == domain]
-    assert len(rows) == 1
-    return rows.iloc[0]
+    """One run's figures of ``domain``: ``{quantity: value}``, with its ``source`` and ``method``."""
+    rows = study.quantities[study.quantities["domain"] == domain]
+    assert rows["run_id"].nunique() == 1
+    labels = rows.iloc[0] if (rows["quantity"] != "energy_j").all() else rows[rows["quantity"] == "energy_j"].iloc[0]
+    return {**dict(zip(rows["quantity"], rows["value"])), "source": labels["source"], "method": labels["method"]}
+
+
+def figure(study, quantity, domain="clock"):
+    return domain_row(study, domain)[quantity] if domain != "clock" else \
+        study.quantities.query("domain == 'clock' and quantity == @quantity")["value"].item()
+
+
+def energy_domains(study):
+    return sorted(study.select("energy_j")["domain"].astype(str))
 
 
 def test_nvml_era_file_with_two_gpus(tmp_path):
@@ -62,21 +73,21 @@ def test_nvml_era_file_with_two_gpus(tmp_path):
     study = load_study(tmp_path)
     run = study.runs.iloc[0]
     assert (run["model"], run["input_size"], run["run"], run["iterations"]) == ("alexnet", 224, 3, 400)
-    assert run["format"] == "aipowermeter" and run["latency_median_s"] == pytest.approx(0.02)
-    assert sorted(study.energies["domain"]) == ["cpu_package", "dram", "gpu", "gpu0", "gpu1"]
+    assert run["format"] == "aipowermeter" and figure(study, "latency_median_s") == pytest.approx(0.02)
+    assert energy_domains(study) == ["cpu_package", "dram", "gpu0", "gpu1", "gpu_node"]
     for domain, keys in [("cpu_package", ("cpu", "intel_power")), ("dram", ("cpu", "total_dram_power")),
-                         ("gpu", ("gpu", "nvidia_draw_absolute")), ("gpu0", ("gpu", "per_gpu_power_draw", "0")),
+                         ("gpu_node", ("gpu", "nvidia_draw_absolute")), ("gpu0", ("gpu", "per_gpu_power_draw", "0")),
                          ("gpu1", ("gpu", "per_gpu_power_draw", "1"))]:
         joules, seconds = expected_energy(NVML_2023, *keys)
         row = domain_row(study, domain)
-        assert (row["source"], row["method"], row["gaps"]) == ("measured", "trapezoid", 0)
+        assert (row["source"], row["method"], row["gap_samples"]) == ("measured", "trapezoid", 0)
         assert row["energy_j"] == pytest.approx(joules, rel=1e-9)
         assert row["energy_per_inference_j"] == pytest.approx(joules / 400, rel=1e-9)
         assert row["mean_power_w"] == pytest.approx(joules / seconds, rel=1e-9)
-    assert domain_row(study, "gpu")["energy_j"] == pytest.approx(
+    assert domain_row(study, "gpu_node")["energy_j"] == pytest.approx(
         domain_row(study, "gpu0")["energy_j"] + domain_row(study, "gpu1")["energy_j"], rel=1e-3)
-    assert run["gpu_proc_mem_peak_mb"] == pytest.approx(1821376512 / 2**20)
-    assert run["rss_peak_mb"] > 4000  # the three processes' resident memory, in MiB
+    assert domain_row(study, "gpu_node")["proc_mem_peak_mib"] == pytest.approx(1821376512 / 2**20)
+    assert domain_row(study, "process")["rss_peak_mib"] > 4000  # the three processes' resident memory, in MiB
 
 
 def test_segments_are_integrated_apart(tmp_path):
@@ -89,14 +100,14 @@ def test_segments_are_integrated_apart(tmp_path):
     recording = [json.loads(line) for line in SEGMENTED_2023.read_text().splitlines()]
     dates = [datetime.fromisoformat(r["date"]) for r in recording if isinstance(r, dict)]
     assert seconds < (dates[-1] - dates[0]).total_seconds() - 4  # the pause between the segments is not counted
-    assert sorted(study.energies["domain"]) == ["cpu_package", "dram"]
+    assert energy_domains(study) == ["cpu_package", "dram"]
 
 
 def test_nvidia_smi_era_file_has_cpu_only(tmp_path):
     place(tmp_path, NVIDIA_SMI_2021, "resnet", "input_32", "run_1", latencies=np.full(10, 1.5))
     study = load_study(tmp_path)
     joules, _ = expected_energy(NVIDIA_SMI_2021, "cpu", "intel_power")
-    assert study.energies["domain"].tolist() == ["cpu_package"]
+    assert energy_domains(study) == ["cpu_package"]
     assert domain_row(study, "cpu_package")["energy_per_inference_j"] == pytest.approx(joules / 10, rel=1e-9)
 
 
@@ -154,7 +165,9 @@ def test_ours_and_theirs_in_one_tree(tmp_path):
     place(tmp_path, NVML_2023, "theirs", "input_224", "run_0", latencies=np.full(4, 0.1))
     study = load_study(tmp_path)
     assert study.runs[["model", "format"]].values.tolist() == [["resnet50", "ours"], ["theirs", "aipowermeter"]]
-    assert study.runs["gpu_energy_per_inference_j"].notna().all()
+    wide = study.wide()
+    assert wide["gpu_energy_per_inference_j"].notna().tolist() == [True, False]  # theirs: node total only
+    assert wide["gpu_node_energy_per_inference_j"].notna().tolist() == [False, True]
 
 
 def test_nvml_key_schema_reads_like_the_nvidia_smi_one(tmp_path):
@@ -165,6 +178,6 @@ def test_nvml_key_schema_reads_like_the_nvidia_smi_one(tmp_path):
     source.write_text(renamed)
     place(tmp_path, source, "alexnet", "input_224", "run_0", latencies=np.full(400, 0.02))
     study = load_study(tmp_path / "alexnet")
-    for domain, keys in [("gpu", ("gpu", "nvidia_power")), ("gpu1", ("gpu", "per_gpu_nvidia_power", "1"))]:
+    for domain, keys in [("gpu_node", ("gpu", "nvidia_power")), ("gpu1", ("gpu", "per_gpu_nvidia_power", "1"))]:
         joules, _ = expected_energy(source, *keys)
         assert domain_row(study, domain)["energy_j"] == pytest.approx(joules, rel=1e-9)

@@ -27,6 +27,9 @@ def test_summary_csv_file(tree, tmp_path, capsys):
     assert main(["summarize", str(tree), "-o", str(tmp_path / "s.csv"), "--runs-csv", str(tmp_path / "r.csv")]) == 0
     summary = pd.read_csv(tmp_path / "s.csv")
     assert summary["input_size"].tolist() == [32, 64] and summary["n_runs"].tolist() == [3, 3]
+    assert summary["gpu_energy_per_inference_j_n"].tolist() == [3, 3]
+    assert summary["iterations"].tolist() == [100, 100]  # a constant, as it is
+    assert not [c for c in summary.columns if c.startswith(("iterations_", "warmup_", "params_", "period_s_"))]
     assert summary["gpu_energy_per_inference_j_median"].tolist() == pytest.approx([0.84, 1.48])
     assert summary["cpu_package_energy_per_inference_j_median"].tolist() == pytest.approx([0.8, 0.8])
     assert len(pd.read_csv(tmp_path / "r.csv")) == 6
@@ -34,9 +37,24 @@ def test_summary_csv_file(tree, tmp_path, capsys):
 
 
 def test_summary_to_stdout(tree, capsys):
-    assert main(["summarize", str(tree)]) == 0
+    assert main(["summarize", str(tree)]) == 0  # not a terminal: CSV
     printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert printed["gpu0_mean_power_w_median"].tolist() == pytest.approx([42.0, 74.0])
+    assert printed["gpu_mean_power_w_median"].tolist() == pytest.approx([42.0, 74.0])
+
+
+def test_long_summary(tree, capsys):
+    assert main(["summarize", str(tree), "--long"]) == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    power = printed[(printed["domain"] == "gpu") & (printed["quantity"] == "mean_power_w")]
+    assert power["median"].tolist() == pytest.approx([42.0, 74.0]) and set(power["unit"]) == {"W"}
+
+
+def test_summary_on_a_terminal_is_a_table_to_read(tree, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["summarize", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "gpu_energy_per_inference_j median" in out and "measured" in out and "(n < 5)" in out
+    assert "," not in out.splitlines()[0]  # not CSV
 
 
 def test_warnings_are_one_line_each(tree, capsys):
@@ -70,6 +88,6 @@ def test_aipowermeter_copy_with_made_up_latencies(tmp_path, capsys):
     summary = pd.read_csv(tmp_path / "s.csv")
     assert summary[["model", "input_size", "n_runs"]].values.tolist() == [["alexnet", 224, 1]]
     assert summary.loc[0, "latency_median_s_median"] == pytest.approx(0.004)
-    assert summary.loc[0, "gpu_energy_per_inference_j_median"] > 0
-    assert summary.loc[0, "gpu_source"] == "measured"
+    assert summary.loc[0, "gpu_node_energy_per_inference_j_median"] > 0
+    assert summary.loc[0, "gpu_node_source"] == "measured"
     assert capsys.readouterr().err == ""

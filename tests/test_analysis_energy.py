@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import aligned_counter_energy, combine_domains, counter_energy, energy_domain, trapezoid_energy, window, window_seconds
+from analysis.energy import aligned_counter_energy, counter_energy, trapezoid_energy, window, window_seconds
+from analysis.tables import combine_baselines, combine_domains, energy_domain
 
 NAN = np.nan
 
@@ -121,36 +122,44 @@ def test_energy_domain(sensor, reported):
     assert energy_domain(sensor) == reported
 
 
+def energy_rows(run, domain, energy_j, gaps, source, method):
+    rows = pd.DataFrame({"run_id": run, "domain": domain, "quantity": "energy_j", "value": energy_j,
+                         "source": source, "method": method, "note": None})
+    return pd.concat([rows, rows.assign(quantity="gap_samples", value=gaps)], ignore_index=True)
+
+
 def test_combine_domains_sums_sockets_and_devices():
-    per_domain = pd.DataFrame({
-        "run": [0, 0, 0, 0, 0, 1, 1],
-        "domain": ["package-0", "package-1", "gpu0", "gpu1", "cpu_estimated", "gpu0", "gpu1"],
-        "energy_j": [10.0, 20.0, 100.0, 50.0, 7.0, 100.0, NAN],
-        "gaps": [0, 1, 2, 0, 0, 0, 3],
-        "idle_power_w": [1.0, 2.0, 30.0, NAN, NAN, 30.0, 20.0],
-        "source": ["measured"] * 4 + ["estimated"] + ["measured"] * 2,
-        "method": ["counter", "counter", "counter", "trapezoid", "trapezoid", "counter", "counter"],
-    })
-    out = combine_domains(per_domain).set_index(["run", "domain"])
-    assert out.loc[(0, "cpu_package"), "energy_j"] == 30.0
+    rows = energy_rows([0, 0, 0, 0, 0, 1, 1], ["package-0", "package-1", "gpu", "gpu1", "cpu_estimated", "gpu", "gpu1"],
+                       [10.0, 20.0, 100.0, 50.0, 7.0, 100.0, NAN], [0, 1, 2, 0, 0, 0, 3],
+                       ["measured"] * 4 + ["estimated"] + ["measured"] * 2,
+                       ["counter", "counter", "counter", "trapezoid", "trapezoid", "counter", "counter"])
+    out = combine_domains(rows).set_index(["run_id", "domain", "quantity"])
+    assert out.loc[(0, "cpu_package", "energy_j"), "value"] == 30.0
+    assert out.loc[(0, "cpu_package", "gap_samples"), "value"] == 1
+    assert out.loc[(0, "gpu_node", "energy_j"), "value"] == 150.0  # the node total, apart from the model's gpu
+    assert out.loc[(0, "gpu_node", "energy_j"), "method"] == "mixed"
+    assert out.loc[(0, "gpu", "energy_j"), "value"] == 100.0
+    assert out.loc[(0, "cpu_estimated", "energy_j"), "source"] == "estimated"
+    assert np.isnan(out.loc[(1, "gpu_node", "energy_j"), "value"])  # a NaN member makes the sum NaN, never partial
+    assert sorted(out.loc[0].index.get_level_values("domain").unique()) == [
+        "cpu_estimated", "cpu_package", "gpu", "gpu1", "gpu_node"]
+
+
+def test_combine_baselines_sums_like_the_energies():
+    baselines = pd.DataFrame({"run_id": [0, 0, 0, 0, 1, 1], "domain": ["package-0", "package-1", "gpu0", "gpu1",
+                                                                        "gpu0", "gpu1"],
+                              "idle_power_w": [1.0, 2.0, 30.0, NAN, 30.0, 20.0], "note": None})
+    out = combine_baselines(baselines, pd.Series({0: "gpu0", 1: "gpu0"})).set_index(["run_id", "domain"])
     assert out.loc[(0, "cpu_package"), "idle_power_w"] == 3.0
-    assert out.loc[(0, "cpu_package"), "gaps"] == 1
-    assert out.loc[(0, "gpu"), "energy_j"] == 150.0
-    assert np.isnan(out.loc[(0, "gpu"), "idle_power_w"])  # one device without a baseline
-    assert out.loc[(0, "gpu"), "method"] == "mixed"
-    assert out.loc[(0, "gpu0"), "energy_j"] == 100.0
-    assert out.loc[(0, "cpu_estimated"), "source"] == "estimated"
-    assert np.isnan(out.loc[(1, "gpu"), "energy_j"])  # a NaN member makes the sum NaN, never a partial sum
-    assert out.loc[(1, "gpu"), "idle_power_w"] == 50.0
-    assert sorted(out.loc[0].index) == ["cpu_estimated", "cpu_package", "gpu", "gpu0", "gpu1"]
+    assert out.loc[(0, "gpu"), "idle_power_w"] == 30.0 and np.isnan(out.loc[(0, "gpu1"), "idle_power_w"])
+    assert out.loc[(1, "gpu1"), "idle_power_w"] == 20.0
 
 
 def test_combine_domains_keeps_a_total_gpu_domain_of_its_own():
-    per_domain = pd.DataFrame({"run": [0, 0, 0], "domain": ["gpu", "gpu0", "gpu1"], "energy_j": [9.0, 4.0, 3.0],
-                               "gaps": [0, 0, 0], "idle_power_w": [NAN] * 3, "source": ["measured"] * 3,
-                               "method": ["trapezoid"] * 3})
-    out = combine_domains(per_domain).set_index("domain")["energy_j"]
-    assert out.to_dict() == {"gpu": 9.0, "gpu0": 4.0, "gpu1": 3.0}
+    rows = energy_rows([0, 0, 0], ["gpu_node", "gpu0", "gpu1"], [9.0, 4.0, 3.0], [0, 0, 0], ["measured"] * 3,
+                       ["trapezoid"] * 3)
+    out = combine_domains(rows).query("quantity == 'energy_j'").set_index("domain")["value"]
+    assert out.to_dict() == {"gpu_node": 9.0, "gpu0": 4.0, "gpu1": 3.0}
 
 
 def test_a_small_backward_step_is_a_glitch_not_a_wrap():

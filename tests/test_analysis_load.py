@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis.load
+import analysis.readers.ours
 from analysis import AnalysisWarning, NoUsableRuns, load_study
-from treegen import WRAP_J, write_run, write_tree
+from treegen import WRAP_J, write_idle, write_run, write_tree
 
 pytestmark = pytest.mark.filterwarnings("error::analysis.AnalysisWarning")  # a clean tree warns of nothing
 
@@ -18,10 +18,13 @@ DURATION, ITERATIONS = 2.0, 100
 
 
 def energy(study, domain, column="energy_per_inference_j", run=0, input_size=64):
-    rows = study.energies
-    pick = (rows["domain"] == domain) & (rows["run"] == run) & (rows["input_size"] == input_size)
+    """One per-run figure: the value of ``column`` (a quantity, or ``source``/``method``) of a run's domain."""
+    rows = study.quantities
+    quantity = "energy_j" if column in ("source", "method", "note") else column
+    pick = ((rows["domain"] == domain) & (rows["quantity"] == quantity) & (rows["run"] == run)
+            & (rows["input_size"] == input_size))
     assert pick.sum() == 1
-    return rows.loc[pick, column].item()
+    return rows.loc[pick, "value" if quantity == column else column].item()
 
 
 def load_warned(root, *expected, **options):
@@ -54,52 +57,93 @@ def edit_line(folder, index, **changes):
 def test_energies_of_a_clean_run_are_exact(tmp_path):
     write_run(tmp_path, iterations=ITERATIONS, duration_s=DURATION)
     study = load_study(tmp_path)
-    for domain, watts in [("gpu0", 100.0), ("gpu", 100.0), ("cpu_package", 40.0), ("dram", 5.0),
-                          ("cpu_estimated", 30.0)]:
+    for domain, watts in [("gpu", 100.0), ("cpu_package", 40.0), ("dram", 5.0), ("cpu_estimated", 30.0)]:
         assert energy(study, domain, "energy_j") == pytest.approx(watts * DURATION, rel=1e-9)
         assert energy(study, domain) == pytest.approx(watts * DURATION / ITERATIONS, rel=1e-9)
+        assert energy(study, domain, "energy_per_sample_j") == pytest.approx(watts * DURATION / ITERATIONS)
         assert energy(study, domain, "mean_power_w") == pytest.approx(watts, rel=1e-9)
-    methods = study.energies.set_index("domain")["method"].to_dict()
-    assert methods == {"cpu_estimated": "trapezoid", "cpu_package": "counter", "dram": "counter",
-                       "gpu": "counter", "gpu0": "counter"}
-    sources = study.energies.set_index("domain")["source"].to_dict()
+    rows = study.select("energy_j")
+    assert dict(zip(rows["domain"], rows["method"])) == {"cpu_estimated": "trapezoid", "cpu_package": "counter",
+                                                          "dram": "counter", "gpu": "counter"}
+    sources = dict(zip(rows["domain"], rows["source"]))
     assert sources["cpu_estimated"] == "estimated" and sources["gpu"] == "measured"
-    assert study.energies["gaps"].tolist() == [0] * 5
-    assert study.energies["dynamic_energy_per_inference_j"].isna().all()  # no idle baseline recorded
+    assert study.select("gap_samples")["value"].tolist() == [0] * 4
+    dynamic = study.quantities[study.quantities["quantity"] == "dynamic_energy_per_inference_j"]
+    assert dynamic["value"].isna().all()  # no idle baseline recorded, and the reason says so
+    assert set(dynamic["note"]) == {"no idle baseline recorded"}
 
 
 def test_tables_have_the_documented_columns(tmp_path):
     write_run(tmp_path)
     study = load_study(tmp_path)
-    assert list(study.energies.columns) == [
-        "model", "input_size", "run", "domain", "source", "method", "energy_j", "energy_per_inference_j",
-        "idle_power_w", "dynamic_energy_per_inference_j", "mean_power_w", "gaps"]
-    assert list(study.latencies.columns) == ["model", "input_size", "run", "iteration", "latency_s"]
-    assert list(study.runs.columns[:24]) == [
-        "model", "input_size", "run", "status", "weights", "device", "hardware_gpu", "hardware_cpu", "iterations",
-        "warmup", "window_s", "period_s", "params", "flops_per_inference", "latency_median_s", "latency_mean_s",
-        "sm_util_mean_pct", "gpu_mem_peak_mb", "gpu_proc_mem_peak_mb", "rss_peak_mb", "cpu_share_mean",
-        "task", "format", "folder"]
-    per_domain = ["energy_per_inference_j", "dynamic_energy_per_inference_j", "mean_power_w",
-                  "energy_per_gflop_j", "source", "method"]
-    domains = ["gpu", "cpu_estimated", "cpu_package", "dram", "gpu0"]
-    assert list(study.runs.columns[24:]) == [f"{d}_{q}" for d in domains for q in per_domain]
-    assert list(study.samples.columns) == ["model", "input_size", "run", "t_s", "utc", "mark", "domain", "metric",
-                                           "value"]
+    identity = ["label", "model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device",
+                "run"]
+    assert study.dimensions == identity[:-1] and study.identity == identity
+    assert list(study.runs.columns) == [
+        "run_id", *identity, "status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations",
+        "warmup", "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "format", "folder",
+        "window_complete"]
+    assert list(study.quantities.columns) == ["run_id", *identity, "domain", "quantity", "value", "unit", "source",
+                                              "method", "note"]
+    assert list(study.latencies.columns) == [*identity, "iteration", "latency_s"]
+    assert list(study.samples.columns) == [*identity, "t_s", "utc", "mark", "domain", "metric", "value"]
+    per_domain = {q for q in study.quantities.loc[study.quantities["domain"] == "gpu", "quantity"]}
+    assert per_domain == {"energy_j", "energy_per_inference_j", "energy_per_sample_j", "mean_power_w",
+                          "idle_power_w", "dynamic_energy_per_inference_j", "energy_per_gflop_j", "gap_samples",
+                          "sm_util_mean_pct", "mem_used_peak_mib", "proc_mem_peak_mib"}
+    units = study.quantities.drop_duplicates("quantity").set_index("quantity")["unit"]
+    assert (units["energy_j"], units["mean_power_w"], units["latency_median_s"], units["rss_peak_mib"]) == \
+        ("J", "W", "s", "MiB")
 
 
 def test_runs_table_values(tmp_path):
     write_run(tmp_path, latency_s=np.linspace(0.01, 0.03, ITERATIONS), flops_per_inference=4e9)
-    run = load_study(tmp_path).runs.iloc[0]
+    study = load_study(tmp_path)
+    run = study.runs.iloc[0]
     assert (run["model"], run["input_size"], run["run"], run["status"]) == ("resnet50", 64, 0, "complete")
     assert (run["device"], run["hardware_gpu"], run["hardware_cpu"]) == ("cuda:0", "Synthetic GPU", "Synthetic CPU")
+    assert (run["batch_size"], run["dtype"], run["execution"], run["threads"]) == (1, "fp32", "eager", 8)
     assert run["iterations"] == ITERATIONS and run["window_s"] == pytest.approx(DURATION)
-    assert run["latency_median_s"] == pytest.approx(0.02) and run["latency_mean_s"] == pytest.approx(0.02)
-    assert (run["sm_util_mean_pct"], run["gpu_mem_peak_mb"], run["gpu_proc_mem_peak_mb"]) == (90.0, 2000.0, 1500.0)
-    assert (run["rss_peak_mb"], run["cpu_share_mean"]) == (1000.0, 1.0)
-    assert run["gpu_energy_per_gflop_j"] == pytest.approx(100.0 * DURATION / ITERATIONS / 4.0)
-    assert (run["gpu_source"], run["gpu_method"]) == ("measured", "counter")
-    assert run["folder"] == "input_64/run_0" and run["format"] == "ours"
+    assert energy(study, "clock", "latency_median_s") == pytest.approx(0.02)
+    assert energy(study, "clock", "latency_mean_s") == pytest.approx(0.02)
+    assert energy(study, "clock", "latency_count") == ITERATIONS
+    assert (energy(study, "gpu", "sm_util_mean_pct"), energy(study, "gpu", "mem_used_peak_mib"),
+            energy(study, "gpu", "proc_mem_peak_mib")) == (90.0, 2000.0, 1500.0)
+    assert (energy(study, "process", "rss_peak_mib"), energy(study, "process", "cpu_share_mean")) == (1000.0, 1.0)
+    assert energy(study, "gpu", "energy_per_gflop_j") == pytest.approx(100.0 * DURATION / ITERATIONS / 4.0)
+    assert (energy(study, "gpu", "source"), energy(study, "gpu", "method")) == ("measured", "counter")
+    assert run["folder"] == "input_64/run_0" and run["format"] == "ours" and run["label"] == tmp_path.name
+    wide = study.wide().iloc[0]
+    assert wide["gpu_energy_per_inference_j"] == pytest.approx(2.0) and wide["latency_median_s"] == pytest.approx(0.02)
+    assert (wide["gpu_source"], wide["gpu_method"]) == ("measured", "counter")
+
+
+def test_batch_size_gives_energy_per_sample_and_adds_no_column_name(tmp_path):
+    write_run(tmp_path / "b1", batch_size=1)
+    write_run(tmp_path / "b8", batch_size=8, identity={"new_knob": "x"})
+    study = load_study([tmp_path / "b1", tmp_path / "b8"])
+    assert sorted(study.runs["batch_size"]) == [1, 8] and "new_knob" in study.dimensions
+    per_sample = study.select("energy_per_sample_j", "gpu").set_index("batch_size")["value"]
+    assert per_sample[8] == pytest.approx(per_sample[1] / 8)
+    assert set(study.quantities["quantity"]) == set(load_study(tmp_path / "b1").quantities["quantity"])
+
+
+def test_schema_1_trees_load_as_batch_1_fp32_eager(tmp_path):
+    write_run(tmp_path, schema=1, device="cpu", power_w={"cpu_estimated": 30.0}, threads=2)
+    study = load_study(tmp_path)
+    run = study.runs.iloc[0]
+    assert (run["batch_size"], run["dtype"], run["execution"], run["threads"]) == (1, "fp32", "eager", 2)
+    assert energy(study, "process", "rss_peak_mib") == 1000.0  # rss_mb of schema 1, read as MiB
+    assert energy(study, "cpu_estimated", "energy_j") == pytest.approx(30.0 * DURATION)
+
+
+def test_a_newer_schema_is_refused_in_one_line(tmp_path):
+    write_run(tmp_path, run=0)
+    folder = write_run(tmp_path, run=1)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "schema": 99}))
+    study = load_warned(tmp_path, r"run_1.*schema 99, newer than this package reads.*upgrade")
+    assert study.runs["run"].tolist() == [0]
 
 
 def test_latencies_table(tmp_path):
@@ -115,16 +159,26 @@ def test_tree_of_models_sizes_and_runs_in_natural_order(tmp_path):
     study = load_study(tmp_path)
     assert list(study.runs[["model", "input_size", "run"]].itertuples(index=False, name=None)) == [
         (m, s, r) for m in ("alexnet", "bert") for s in (8, 16, 128) for r in (0, 1)]
-    assert study.runs["gpu0_mean_power_w"].tolist() == pytest.approx([s + r for _ in "ab" for s in (8, 16, 128)
-                                                                      for r in (0, 1)])
+    assert study.wide()["gpu_mean_power_w"].tolist() == pytest.approx([s + r for _ in "ab" for s in (8, 16, 128)
+                                                                       for r in (0, 1)])
 
 
-def test_two_gpus_are_kept_and_summed(tmp_path):
-    write_run(tmp_path, power_w={"gpu0": 100.0, "gpu1": 50.0})
+def test_the_gpu_figure_is_the_models_device_and_the_node_total_is_apart(tmp_path):
+    # the model on cuda:0 (gpu0: 2 J per inference), another job on gpu1 (5 J)
+    write_run(tmp_path, power_w={"gpu0": 100.0, "gpu1": 250.0}, device="cuda:0")
     study = load_study(tmp_path)
-    assert energy(study, "gpu", "energy_j") == pytest.approx(150.0 * DURATION)
-    assert energy(study, "gpu1", "energy_j") == pytest.approx(50.0 * DURATION)
-    assert study.runs.loc[0, "sm_util_mean_pct"] == 90.0  # of the run's device only
+    assert energy(study, "gpu") == pytest.approx(2.0)
+    assert energy(study, "gpu1") == pytest.approx(5.0)
+    assert energy(study, "gpu_node") == pytest.approx(7.0)
+    assert energy(study, "gpu", "sm_util_mean_pct") == 90.0  # of the run's device only
+    assert "gpu0" not in set(study.quantities["domain"])
+
+
+def test_a_gpu_not_matched_to_the_model_is_attributed_to_no_run(tmp_path):
+    write_run(tmp_path, power_w={"gpu0": 100.0, "gpu1": 250.0}, device="cuda:0", gpu_domain=None)
+    study = load_study(tmp_path)
+    assert "gpu" not in set(study.quantities["domain"])
+    assert energy(study, "gpu0") == pytest.approx(2.0) and energy(study, "gpu_node") == pytest.approx(7.0)
 
 
 def test_two_sockets_sum_into_cpu_package(tmp_path):
@@ -146,17 +200,53 @@ def test_rapl_counter_wrapping_in_the_window(tmp_path):
 def test_gpu_without_counter_is_integrated(tmp_path):
     write_run(tmp_path, gpu_counter=False)
     study = load_study(tmp_path)
-    assert energy(study, "gpu0", "method") == "trapezoid"
-    assert energy(study, "gpu0", "energy_j") == pytest.approx(100.0 * DURATION)
+    assert energy(study, "gpu", "method") == "trapezoid"
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)
 
 
-def test_idle_baseline_gives_dynamic_energy(tmp_path):
-    write_run(tmp_path, idle_power_w={"gpu0": 20.0, "package-0": 15.0, "dram": 2.0})
+def test_idle_baseline_of_a_schema_1_tree_gives_dynamic_energy(tmp_path):
+    write_run(tmp_path, idle_power_w={"gpu0": 20.0, "package-0": 15.0, "dram": 2.0}, schema=1)
     study = load_study(tmp_path)
-    assert energy(study, "gpu0", "idle_power_w") == 20.0
-    assert energy(study, "gpu0", "dynamic_energy_per_inference_j") == pytest.approx(80.0 * DURATION / ITERATIONS)
+    assert energy(study, "gpu", "idle_power_w") == 20.0
+    assert energy(study, "gpu", "dynamic_energy_per_inference_j") == pytest.approx(80.0 * DURATION / ITERATIONS)
     assert energy(study, "cpu_package", "dynamic_energy_per_inference_j") == pytest.approx(25.0 * DURATION / 100)
     assert energy(study, "dram", "idle_power_w") == 2.0  # a baseline given for the summed domain itself
+    assert math.isnan(energy(study, "cpu_estimated", "dynamic_energy_per_inference_j"))
+
+
+def test_idle_recording_gives_the_baseline_at_load_time(tmp_path):
+    write_run(tmp_path, idle_power_w={"gpu0": 20.0, "package-0": 15.0, "dram-0": 2.0})
+    study = load_study(tmp_path)
+    assert energy(study, "gpu", "idle_power_w") == pytest.approx(20.0)
+    assert energy(study, "cpu_package", "idle_power_w") == pytest.approx(15.0)
+    assert energy(study, "gpu", "dynamic_energy_per_inference_j") == pytest.approx(80.0 * DURATION / ITERATIONS)
+
+
+def test_an_idle_recording_of_a_busy_machine_is_not_a_baseline(tmp_path):
+    write_run(tmp_path, idle_power_w={"gpu0": 20.0})
+    folder = write_run(tmp_path, run=1)
+    recording = write_idle(tmp_path, {"gpu0": 20.0}, name="idle_busy.json",
+                           extra={"host.busy_cpu_s": list(np.linspace(100.0, 104.0, 11))})  # 4 of 8 CPUs busy 1 s
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["idle"] = {"recording": recording}
+    meta["sensors"]["host"] = {"sensor": "process", "source": "measured", "channels": ["host.busy_cpu_s"],
+                               "counter_wrap_j": None, "logical_cpus": 8}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    study = load_warned(tmp_path, r"idle_busy.json: idle baseline recorded while the machine was busy \(CPU load 50%")
+    assert energy(study, "gpu", "idle_power_w", run=0) == pytest.approx(20.0)
+    assert math.isnan(energy(study, "gpu", "dynamic_energy_per_inference_j", run=1))
+    dynamic = study.quantities.query("run == 1 and domain == 'gpu' and quantity == 'dynamic_energy_per_inference_j'")
+    assert "machine was busy" in dynamic["note"].item()
+
+
+def test_a_stored_estimate_baseline_at_full_load_is_not_used(tmp_path):
+    write_run(tmp_path, schema=1, device="cpu", power_w={"cpu_estimated": 30.0},
+              idle_power_w={"cpu_estimated": 30.0})  # the estimate's TDP is 30 W in these trees: load 100 %
+    folder = tmp_path / "input_64" / "run_0"
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sensors"]["cpu_estimated"].update({"sensor": "estimate", "tdp_w": 30.0, "idle_fraction": 0.3})
+    (folder / "meta.json").write_text(json.dumps(meta))
+    study = load_warned(tmp_path, r"estimated CPU load 100% of all CPUs\); not used")
     assert math.isnan(energy(study, "cpu_estimated", "dynamic_energy_per_inference_j"))
 
 
@@ -177,7 +267,7 @@ def test_incomplete_runs_are_left_out_or_flagged(tmp_path):
     write_run(tmp_path, run=1, status="failed")
     study = load_warned(tmp_path, r"1 incomplete run\(s\) left out.*run_1 \(failed\)")
     assert study.runs["run"].tolist() == [0]
-    assert set(study.energies["run"]) == {0}
+    assert set(study.quantities["run"]) == {0}
     kept = load_study(tmp_path, include_incomplete=True)
     assert kept.runs["status"].tolist() == ["complete", "failed"]
 
@@ -196,18 +286,18 @@ def test_samples_table_is_long(tmp_path):
 def test_chunked_parallel_parsing_gives_the_same_tables(tmp_path, monkeypatch):
     write_tree(tmp_path, input_sizes=(16, 32, 64), runs=4, power_w=lambda m, s, r: {"gpu0": s + r, "package-0": 9.0})
     whole = load_study(tmp_path)
-    monkeypatch.setattr(analysis.load, "CHUNK_BYTES", 1)  # one file per chunk
+    monkeypatch.setattr(analysis.readers.ours, "CHUNK_BYTES", 1)  # one file per chunk
     chunked = load_study(tmp_path)
     pd.testing.assert_frame_equal(whole.runs, chunked.runs)
-    pd.testing.assert_frame_equal(whole.energies, chunked.energies)
+    pd.testing.assert_frame_equal(whole.quantities, chunked.quantities)
 
 
 def test_runs_with_different_sensors_load_together(tmp_path):
     write_run(tmp_path, run=0, power_w={"gpu0": 100.0})
     write_run(tmp_path, run=1, power_w={"gpu0": 100.0, "cpu_estimated": 30.0})
     study = load_study(tmp_path)
-    assert sorted(study.energies.loc[study.energies["run"] == 1, "domain"]) == ["cpu_estimated", "gpu", "gpu0"]
-    assert math.isnan(study.runs.loc[0, "cpu_estimated_energy_per_inference_j"])
+    assert sorted(study.select("energy_j").query("run == 1")["domain"]) == ["cpu_estimated", "gpu"]
+    assert math.isnan(study.wide().loc[0, "cpu_estimated_energy_per_inference_j"])
 
 
 # ---------------------------------------------------------------- bad input
@@ -218,8 +308,8 @@ def test_truncated_last_line_uses_the_sound_part(tmp_path):
     rewrite(folder, lines[:-1] + [lines[-1][:40]])  # crashed while writing the end sample
     study = load_warned(tmp_path, re.escape("1 unreadable line(s) skipped (line 21 (truncated last line))"),
                         "no 'end' sample, the window is incomplete")
-    assert energy(study, "gpu0", "energy_j") == pytest.approx(100.0 * 1.9)  # up to the last sound sample
-    assert math.isnan(energy(study, "gpu0"))  # window incomplete: no per-inference figure
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * 1.9)  # up to the last sound sample
+    assert math.isnan(energy(study, "gpu"))  # window incomplete: no per-inference figure
 
 
 def test_garbage_line_is_skipped_and_other_runs_are_untouched(tmp_path):
@@ -229,7 +319,7 @@ def test_garbage_line_is_skipped_and_other_runs_are_untouched(tmp_path):
     lines = lines_of(folder)
     rewrite(folder, lines[:5] + ["<<garbage>>\n"] + lines[5:])
     study = load_warned(tmp_path, r"run_1.*1 unreadable line\(s\) skipped \(line 6\); the rest used")
-    pd.testing.assert_frame_equal(study.energies, clean.energies)
+    pd.testing.assert_frame_equal(study.quantities, clean.quantities)
 
 
 def test_empty_file_skips_its_run(tmp_path):
@@ -256,8 +346,8 @@ def test_missing_latency_file(tmp_path):
     folder = write_run(tmp_path)
     (folder / "latency.csv").unlink()
     study = load_warned(tmp_path, "no latency.csv; latency unknown")
-    assert math.isnan(study.runs.loc[0, "latency_median_s"])
-    assert energy(study, "gpu0") == pytest.approx(100.0 * DURATION / ITERATIONS)  # iterations from meta.json
+    assert math.isnan(energy(study, "clock", "latency_median_s"))
+    assert energy(study, "gpu") == pytest.approx(100.0 * DURATION / ITERATIONS)  # iterations from meta.json
 
 
 def test_short_latency_file_and_bad_values(tmp_path):
@@ -265,8 +355,8 @@ def test_short_latency_file_and_bad_values(tmp_path):
     (folder / "latency.csv").write_text("latency_s\n0.1\nabc\n0.3\n")
     study = load_warned(tmp_path, re.escape("1 unreadable or negative latency value(s) skipped"),
                         "2 latencies for 4 iterations")
-    assert study.runs.loc[0, "latency_median_s"] == pytest.approx(0.2)
-    assert energy(study, "gpu0", run=0) == pytest.approx(100.0 * DURATION / 4)
+    assert energy(study, "clock", "latency_median_s") == pytest.approx(0.2)
+    assert energy(study, "gpu", run=0) == pytest.approx(100.0 * DURATION / 4)
 
 
 def test_run_without_meta_is_skipped(tmp_path):
@@ -279,7 +369,7 @@ def test_run_without_meta_is_skipped(tmp_path):
 def test_unreadable_meta_is_skipped(tmp_path):
     write_run(tmp_path, run=0)
     (write_run(tmp_path, run=1) / "meta.json").write_text("{not json")
-    assert load_warned(tmp_path, r"run_1.*meta.json: unreadable; run skipped").runs["run"].tolist() == [0]
+    assert load_warned(tmp_path, r"run_1.*meta.json: not valid JSON; run skipped").runs["run"].tolist() == [0]
 
 
 def test_complete_meta_without_samples_is_reported(tmp_path):
@@ -296,8 +386,8 @@ def test_missing_or_impossible_power_leaves_that_domain_nan(tmp_path, bad):
     study = load_warned(tmp_path, r"cpu_estimated: 1 power reading.s. missing in the window; not integrated "
                                   "across gaps; its energy left NaN")
     assert math.isnan(energy(study, "cpu_estimated", "energy_j"))
-    assert energy(study, "cpu_estimated", "gaps") == 1
-    assert energy(study, "gpu0", "energy_j") == pytest.approx(100.0 * DURATION)  # the rest is used
+    assert energy(study, "cpu_estimated", "gap_samples") == 1
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)  # the rest is used
 
 
 def test_negative_reading_is_named(tmp_path):
@@ -309,22 +399,23 @@ def test_counter_gap_inside_the_window_is_counted_but_harmless(tmp_path):
     folder = write_run(tmp_path)
     edit_line(folder, 10, gap="nvml", **{f"gpu0.{m}": None for m in ("energy_j", "power_w", "sm_util_pct")})
     study = load_study(tmp_path)
-    assert energy(study, "gpu0", "energy_j") == pytest.approx(100.0 * DURATION)
-    assert energy(study, "gpu0", "gaps") == 1 and energy(study, "gpu", "gaps") == 1
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)
+    assert energy(study, "gpu", "gap_samples") == 1
 
 
 def test_counter_gap_at_the_end_sample_is_nan(tmp_path):
     folder = write_run(tmp_path)
     edit_line(folder, -1, gap="nvml", **{"gpu0.energy_j": None})
     study = load_warned(tmp_path, "gpu0: counter reading missing at a window edge; its energy left NaN")
-    assert math.isnan(energy(study, "gpu0")) and math.isnan(energy(study, "gpu"))
+    assert math.isnan(energy(study, "gpu"))
+    assert "counter reading missing at a window edge" in energy(study, "gpu", "note")
 
 
 def test_counter_going_backwards_without_wrap_is_nan(tmp_path):
     folder = write_run(tmp_path)
     edit_line(folder, 10, **{"gpu0.energy_j": 5.0})
     study = load_warned(tmp_path, "gpu0: counter went backwards 1 time.s. but has no wrap value")
-    assert math.isnan(energy(study, "gpu0", "energy_j"))
+    assert math.isnan(energy(study, "gpu", "energy_j"))
     assert energy(study, "cpu_package", "energy_j") == pytest.approx(40.0 * DURATION)
 
 
@@ -334,6 +425,6 @@ def test_a_counter_sampled_faster_than_it_updates_is_aligned_on_its_updates(tmp_
     for line in lines:  # as NVML's counter: updated every 100 ms, here 37 ms before the window starts
         line["gpu0.energy_j"] = 1000.0 + 100.0 * (math.floor((line["t_s"] + 0.037) / 0.1) * 0.1 - 0.037)
     (folder / "power_metrics.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    energies = load_study(tmp_path).energies.set_index("domain")
-    assert energies.loc["gpu0", "method"] == "counter_aligned"
-    assert energies.loc["gpu0", "energy_j"] == pytest.approx(300.0, rel=1e-6)
+    study = load_study(tmp_path)
+    assert energy(study, "gpu", "method", input_size=64) == "counter_aligned"
+    assert energy(study, "gpu", "energy_j") == pytest.approx(300.0, rel=1e-6)

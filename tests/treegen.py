@@ -1,7 +1,9 @@
 """Synthetic run trees in the measuring side's format, with exactly known energies.
 
 ``write_run`` writes one ``input_<size>/run_<k>/`` folder (``power_metrics.json``,
-``latency.csv``, ``meta.json``) as ``python -m measure run`` would.  Every domain
+``latency.csv``, ``meta.json``) as ``python -m measure run`` would: in the
+current format (schema 2, ``meta.json`` built by ``measure.runtree.Meta``) or,
+with ``schema=1``, as the package's first release did.  Every domain
 draws a constant power, so its energy over the window is exactly
 ``power_w[domain] * duration_s``; counters (``gpu<i>``, ``package-<s>``,
 ``dram-<s>``) start at ``counter_start_j`` and wrap at ``WRAP_J``.
@@ -16,12 +18,16 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from measure import runtree
+
 POWER_W = {"gpu0": 100.0, "package-0": 40.0, "dram-0": 5.0, "cpu_estimated": 30.0}
 WRAP_J = {"package": 262143.328850, "dram": 65712.999613}  # RAPL max_energy_range_uj / 1e6
 COUNTER_START_J = 1000.0
-GPU_EXTRA = {"sm_util_pct": 90.0, "mem_used_mb": 2000.0, "proc_mem_mb": 1500.0,
+GPU_EXTRA = {"sm_util_pct": 90.0, "mem_used_mib": 2000.0, "proc_mem_mib": 1500.0,
              "sm_clock_mhz": 1980.0, "temp_c": 55.0}
-PROCESS = {"process.cpu_share": 1.0, "process.rss_mb": 1000.0, "process.uss_mb": 900.0}
+PROCESS = {"process.cpu_share": 1.0, "process.rss_mib": 1000.0, "process.uss_mib": 900.0}
+SCHEMA_1_NAMES = {"mem_used_mib": "mem_used_mb", "proc_mem_mib": "proc_mem_mb", "rss_mib": "rss_mb",
+                  "uss_mib": "uss_mb"}
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
@@ -78,43 +84,91 @@ def write_run(root: str | Path, model: str = "resnet50", input_size: int = 64, r
               counter_start_j: Mapping[str, float] | None = None, gpu_counter: bool = True,
               gpu_extra: Sequence[str] = tuple(GPU_EXTRA),
               idle_power_w: Mapping[str, float] | None = None, status: str = "complete",
-              device: str = "cuda:0", flops_per_inference: float | None = 4.0e9,
-              params: int = 25_557_032) -> Path:
+              device: str = "cuda:0", gpu_domain: str | None = "auto", flops_per_inference: float | None = 4.0e9,
+              params: int = 25_557_032, batch_size: int = 1, dtype: str = "fp32", execution: str = "eager",
+              threads: int = 8, schema: int = runtree.SCHEMA, identity: Mapping[str, object] | None = None) -> Path:
     """Write ``root/input_<size>/run_<k>/`` and return that folder.
 
     Each domain of ``power_w`` draws that constant power (W) during ``duration_s``
     seconds sampled ``samples`` times; ``latency_s`` defaults to
     ``duration_s / iterations`` for every inference.  GPU domains carry an
     energy counter unless ``gpu_counter`` is false, and the ``gpu_extra`` metrics.
+    ``gpu_domain`` (default: ``gpu<i>`` of a ``cuda:<i>`` device) names the GPU the
+    model ran on. ``idle_power_w`` gives an idle baseline per sensor domain: in
+    schema 2 an idle recording ``root/idle/idle_synthetic.json`` of those
+    constant powers, named in ``meta.json``; in schema 1 the values themselves.
+    ``identity`` adds dimensions (or overrides them) in schema 2.
     """
     folder = Path(root) / f"input_{input_size}" / f"run_{run}"
     folder.mkdir(parents=True, exist_ok=True)
     t_s = np.linspace(0.0, duration_s, samples)
     lines = sample_lines(power_w, t_s, counter_start_j=counter_start_j or {}, gpu_counter=gpu_counter,
                          gpu_extra=gpu_extra)
+    if schema == 1:
+        lines = [_schema_1_names(line) for line in lines]
     (folder / "power_metrics.json").write_text("".join(lines), encoding="utf-8")
     latencies = np.broadcast_to(duration_s / iterations if latency_s is None else latency_s, (iterations,))
     (folder / "latency.csv").write_text("latency_s\n" + "".join(f"{v:.9f}\n" for v in latencies), encoding="utf-8")
     end_utc = (T0 + timedelta(seconds=duration_s)).isoformat().replace("+00:00", "Z")
-    meta = {
-        "schema": 1, "status": status, "reason": None if status == "complete" else "synthetic failure",
-        "model": model, "task": "vision", "input_size": input_size, "input_shape": [1, 3, input_size, input_size],
-        "batch_size": 1, "run": run, "iterations": iterations, "warmup": 10, "device": device,
+    if gpu_domain == "auto":
+        gpu_domain = f"gpu{device.partition(':')[2] or 0}" if device.startswith("cuda") else None
+    sensors = {domain: sensor_meta(domain, gpu_counter, gpu_extra) for domain in power_w}
+    fields = {
+        "input_shape": [batch_size, 3, input_size, input_size], "warmup": 10, "gpu_domain": gpu_domain,
         "weights": "random", "weights_notice": None, "params": params, "flops_per_inference": flops_per_inference,
-        "period_s": duration_s / max(samples - 1, 1),
-        "sensors": {domain: sensor_meta(domain, gpu_counter, gpu_extra) for domain in power_w},
-        "unavailable": {},
-        "idle_power_w": {d: {"value": v, "source": "estimated" if d == "cpu_estimated" else "measured"}
-                         for d, v in (idle_power_w or {}).items()},
+        "period_s": duration_s / max(samples - 1, 1), "sensors": sensors, "unavailable": {},
         "window": {"start_utc": T0.isoformat().replace("+00:00", "Z"), "end_utc": end_utc,
                    "duration_s": duration_s, "samples": samples, "gap_samples": 0, "first_error": None},
         "host": {"hostname": "synthetic", "platform": "Linux", "python": "3.12", "cpu_model": "Synthetic CPU",
-                 "logical_cpus": 8, "gpus": [{"domain": "gpu0", "name": "Synthetic GPU", "driver": "550", "uuid": "GPU-0"}],
+                 "logical_cpus": 8, "torch_threads": threads,
+                 "gpus": [{"domain": "gpu0", "name": "Synthetic GPU", "driver": "550", "uuid": "GPU-0"}],
                  "torch": "2", "torchvision": "0", "transformers": "4"},
         "stop_reason": "fixed protocol",
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    reason = None if status == "complete" else "synthetic failure"
+    if schema == 1:
+        for about in sensors.values():
+            about["channels"] = [_schema_1_channel(c) for c in about["channels"]]
+        idle = {d: {"value": v, "source": "estimated" if d == "cpu_estimated" else "measured"}
+                for d, v in (idle_power_w or {}).items()}
+        document = {"schema": 1, "status": status, "reason": reason, "model": model, "task": "vision",
+                    "input_size": input_size, "batch_size": 1, "run": run, "iterations": iterations,
+                    "device": device, **fields, "idle_power_w": idle}
+        if gpu_domain is None or device.startswith("cpu"):
+            document.pop("gpu_domain")
+    else:
+        dimensions = {"model": model, "task": "vision", "input_size": input_size, "batch_size": batch_size,
+                      "dtype": dtype, "execution": execution, "threads": threads, "device": device,
+                      **(identity or {})}
+        if idle_power_w:
+            fields["idle"] = {"recording": write_idle(root, idle_power_w)}
+        if not (Path(root) / runtree.STUDY_FILE).exists():  # the tree's root, as a sweep marks it
+            runtree.write_json(Path(root) / runtree.STUDY_FILE, {"schema": runtree.SCHEMA, "plan": {"model": model}})
+        document = runtree.Meta(runtree.SCHEMA, status, reason, dimensions, run, iterations, fields).to_document()
+    (folder / "meta.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     return folder
+
+
+def write_idle(root: str | Path, power_w: Mapping[str, float], duration_s: float = 1.0, samples: int = 11,
+               name: str = "idle_synthetic.json", extra: Mapping[str, Sequence[float]] | None = None) -> str:
+    """An idle recording of constant powers under ``root/idle/``; its path relative to ``root``.
+    ``extra`` adds channels with one value per sample (e.g. ``host.busy_cpu_s``)."""
+    lines = sample_lines(power_w, np.linspace(0.0, duration_s, samples), counter_start_j={})
+    if extra:
+        lines = [json.dumps({**json.loads(line), **{k: v[i] for k, v in extra.items()}}) + "\n"
+                 for i, line in enumerate(lines)]
+    (Path(root) / "idle").mkdir(parents=True, exist_ok=True)
+    (Path(root) / "idle" / name).write_text("".join(lines), encoding="utf-8")
+    return f"idle/{name}"
+
+
+def _schema_1_channel(channel: str) -> str:
+    domain, _, metric = channel.rpartition(".")
+    return f"{domain}.{SCHEMA_1_NAMES.get(metric, metric)}"
+
+
+def _schema_1_names(line: str) -> str:
+    return json.dumps({_schema_1_channel(k) if "." in k else k: v for k, v in json.loads(line).items()}) + "\n"
 
 
 def write_tree(root: str | Path, models: Sequence[str] = ("resnet50",), input_sizes: Sequence[int] = (32, 64),

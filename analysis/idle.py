@@ -1,0 +1,99 @@
+"""Idle baselines: the power each domain draws while nothing runs, computed at load time.
+
+A tree of schema 2 names, in each run's ``meta.json``, the idle recording its
+process made before measuring (``idle/idle_<utc>_<host>_<pid>.json``, samples in
+the run format); its mean power per sensor domain is the baseline that
+"dynamic" energy subtracts. Trees of schema 1 stored the baseline itself
+(``idle_power_w``). A baseline measured while other work kept the machine busy
+is not a baseline: when the machine-wide CPU load during the recording was
+``BUSY_LOAD`` or more (from the ``host`` counters, else the CPU estimate's
+load, else, for a stored estimate, the load its power implies), it is left
+NaN with the reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import reduce
+from .problems import warn
+from .readers import ours
+
+BUSY_LOAD = 0.10  # machine-wide CPU load (fraction of all logical CPUs) above which a recording is not idle
+COLUMNS = ["run_id", "domain", "idle_power_w", "note"]
+
+
+def baselines(info: pd.DataFrame) -> pd.DataFrame:
+    """Idle power per (run id, sensor domain) of the runs of ``info``: ``COLUMNS`` (note: why NaN)."""
+    parts, recordings = [], {}
+    for run_id, idle, sensors, tree in zip(info.index, info["idle"], info["sensors"], info["tree"]):
+        idle = idle or {}
+        if idle.get("recording"):
+            path = Path(tree) / idle["recording"]
+            if path not in recordings:
+                recordings[path] = _recording_power(path, sensors)
+            parts.append(recordings[path].assign(run_id=run_id))
+        elif idle.get("given_w"):
+            parts.append(_given(idle["given_w"], sensors).assign(run_id=run_id))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(parts, ignore_index=True)[COLUMNS]
+    given = info.loc[table["run_id"], "idle"].map(lambda idle: not (idle or {}).get("recording")).to_numpy()
+    for note, runs in table[given & table["note"].notna().to_numpy()].groupby("note")["run_id"]:
+        warn(f"{info.at[runs.iloc[0], 'path']} and {runs.nunique() - 1} other run(s): {note}")
+    return table
+
+
+def _recording_power(path: Path, sensors: dict) -> pd.DataFrame:
+    """Mean power of every energy domain of one idle recording, NaN for all when it was not idle."""
+    info = pd.DataFrame({"path": [path.parent], "sensors": [sensors]})
+    frame = next(ours.frames([(0, path)]), None)
+    if frame is None:
+        warn(f"{path}: no readable idle recording; dynamic energies left NaN")
+        return pd.DataFrame(columns=["domain", "idle_power_w", "note"])
+    load = _machine_load(frame, (sensors.get("host") or {}).get("logical_cpus"))
+    rows, windows = reduce.samples(frame, info)
+    energy = rows[rows["quantity"] == "energy_j"]
+    power = energy["value"].to_numpy() / windows["window_s"].iloc[0]
+    note = energy["note"].to_numpy()
+    if load is not None and load >= BUSY_LOAD:
+        reason = (f"idle baseline recorded while the machine was busy (CPU load {load:.0%} of all CPUs, "
+                  f"{path.name}); not used")
+        warn(f"{path}: {reason}")
+        power, note = np.full(len(power), np.nan), np.full(len(power), reason, dtype=object)
+    return pd.DataFrame({"domain": energy["domain"].to_numpy(), "idle_power_w": power, "note": note})
+
+
+def _machine_load(frame: pd.DataFrame, logical_cpus: int | None) -> float | None:
+    """Machine-wide CPU load over a recording: from ``host.busy_cpu_s`` over the window and the logical CPUs,
+    else the mean of the CPU estimate's load; None when the recording holds neither."""
+    t = frame["t_s"].to_numpy()
+    if "host.busy_cpu_s" in frame and len(frame) > 1 and logical_cpus:
+        busy = frame["host.busy_cpu_s"].to_numpy()
+        if np.isfinite([busy[0], busy[-1]]).all() and t[-1] > t[0]:
+            cpus = logical_cpus
+            return float((busy[-1] - busy[0]) / ((t[-1] - t[0]) * cpus))
+    if "cpu_estimated.load" in frame:
+        load = frame["cpu_estimated.load"].dropna()
+        return float(load.mean()) if len(load) else None
+    return None
+
+
+def _given(given_w: dict[str, float], sensors: dict) -> pd.DataFrame:
+    """A stored (schema-1) baseline; the CPU estimate's is checked for load through its model:
+    power = tdp * (idle_fraction + (1 - idle_fraction) * load)."""
+    rows = []
+    for domain, watts in given_w.items():
+        note = None
+        about = sensors.get(domain) or {}
+        tdp, fraction = about.get("tdp_w"), about.get("idle_fraction")
+        if about.get("sensor") == "estimate" and tdp and fraction is not None:
+            load = (watts / tdp - fraction) / (1 - fraction)
+            if load >= BUSY_LOAD:
+                note = (f"idle baseline recorded while the machine was busy (estimated CPU load {load:.0%} of all "
+                        "CPUs); not used")
+                watts = np.nan
+        rows.append((domain, watts, note))
+    return pd.DataFrame(rows, columns=["domain", "idle_power_w", "note"])

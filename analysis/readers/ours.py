@@ -1,0 +1,197 @@
+"""Our run folders (``meta.json`` + JSON-lines samples + ``latency.csv``) -> records and sample frames.
+
+The format is ``measure.runtree``'s; ``meta.json`` is read through its ``Meta``
+validator (schema 1 and 2). Speed: our sample files have the same keys in the
+same order on every line, so files sharing a key header are concatenated,
+their JSON punctuation turned into blanks (one ``bytes.translate``) and parsed
+by pandas' C reader in batches; a file that fails the cheap shape checks goes
+through ``json.loads`` line by line, bad lines skipped with a warning.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from measure import runtree
+
+from ..problems import warn
+from .files import json_lines, read_bytes
+
+FORMAT = "ours"
+CHUNK_BYTES = 32 << 20
+WORKERS = 3
+BLANKS = bytes.maketrans(b",{}:", b"    ")
+MARKS = ("start", "tick", "end")
+# schema-1 channel metric -> its current name (MiB channels were named _mb)
+RENAMED = {old: new for old, new in runtree.SCHEMA_1_CHANNELS.items()}
+
+
+def record(folder: Path) -> dict | None:
+    """The record of one of our run folders, from its ``meta.json``; None (with a warning) if unusable."""
+    try:
+        meta = runtree.read_meta(folder)
+    except runtree.MetaError as error:
+        warn(f"{error}; run skipped")
+        return None
+    identity, host = dict(meta.identity), meta.host
+    gpu_domain = meta.get("gpu_domain")
+    device = str(identity.get("device"))
+    if gpu_domain is None and meta.schema == 1 and device.startswith("cuda"):
+        gpu_domain = f"gpu{device.partition(':')[2] or 0}"
+        warn(f"{folder / runtree.META_FILE}: no gpu_domain recorded (an early tree); its GPU taken to be "
+             f"{gpu_domain}, NVML's index for {device}")
+    names = {g.get("domain"): g.get("name") for g in host.get("gpus") or []}
+    recording = meta.idle_recording
+    return {
+        **identity, "run": meta.run, "status": meta.status, "format": FORMAT, "path": folder,
+        "weights": meta.get("weights"), "iterations": meta.iterations, "warmup": meta.get("warmup"),
+        "period_s": meta.get("period_s"), "params": meta.get("params"),
+        "flops_per_inference": meta.get("flops_per_inference"), "gpu_domain": gpu_domain,
+        "hardware_gpu": names.get(gpu_domain), "hardware_cpu": host.get("cpu_model"),
+        "logical_cpus": host.get("logical_cpus"), "sensors": _renamed_sensors(meta.sensors),
+        "host": host, "unavailable": meta.unavailable,
+        "idle": {"recording": recording, "given_w": meta.idle_power_w},
+    }
+
+
+def _renamed_sensors(sensors: dict) -> dict:
+    """``meta.json``'s sensors with schema-1 channel names updated."""
+    return {domain: {**about, "channels": [_channel(c) for c in about.get("channels") or []]}
+            for domain, about in sensors.items()}
+
+
+def _channel(name: str) -> str:
+    domain, _, metric = name.rpartition(".")
+    return f"{domain}.{RENAMED[metric]}" if metric in RENAMED else name
+
+
+def frames(items: list[tuple[int, Path]], text: bool = False) -> Iterator[pd.DataFrame]:
+    """Wide sample frames (``run, segment, t_s, mark, [utc, gap,] <channels>``) of our sample files.
+
+    ``items``: ``(run id, path of power_metrics.json)``. The files go by batches
+    of about ``CHUNK_BYTES`` to ``WORKERS`` threads (file reads and pandas' C
+    reader release the GIL) while the caller works on the frames already out;
+    at most ``WORKERS`` batches wait, which bounds memory. ``text`` keeps the
+    ``utc`` and ``gap`` columns.
+    """
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        jobs: deque[Future] = deque()
+        for batch in _batches(items):
+            jobs.append(pool.submit(_parse_batch, batch, text))
+            while len(jobs) > WORKERS:
+                yield from jobs.popleft().result()
+        while jobs:
+            yield from jobs.popleft().result()
+
+
+def _batches(items: list[tuple[int, Path]]) -> Iterator[list[tuple[int, Path]]]:
+    batch, size = [], 0
+    for run, path in items:
+        batch.append((run, path))
+        try:
+            size += path.stat().st_size
+        except OSError:
+            pass  # reported when read
+        if size >= CHUNK_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _parse_batch(batch: list[tuple[int, Path]], text: bool) -> list[pd.DataFrame]:
+    """Read a batch of files; parse those sharing a key header together, the odd ones line by line."""
+    frames, groups = [], {}
+    for run, path in batch:
+        data = read_bytes(path)
+        if data is None:
+            continue
+        keys = _header(data)
+        if keys is None or not data.endswith(b"\n"):
+            frames.append(_parse_lines(run, path, data, text))
+        else:
+            groups.setdefault(keys, []).append((run, path, data, data.count(b"\n")))
+    for keys, group in groups.items():
+        runs, paths, datas, lines = zip(*group)
+        frame = _read_chunk(keys, datas, lines, runs, text)
+        if frame is not None:
+            frames.append(frame)
+            continue
+        for run, path, data, count in group:  # some file does not fit: each alone, then line by line
+            alone = _read_chunk(keys, [data], [count], [run], text) if len(group) > 1 else None
+            frames.append(alone if alone is not None else _parse_lines(run, path, data, text))
+    return [_renamed(frame) for frame in frames if frame is not None]
+
+
+def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
+    old = {c: _channel(c) for c in frame.columns if "." in c and c.rpartition(".")[2] in RENAMED}
+    return frame.rename(columns=old) if old else frame
+
+
+def _header(data: bytes) -> tuple[str, ...] | None:
+    try:
+        first = json.loads(data[:data.find(b"\n")])
+    except ValueError:
+        return None
+    return tuple(first) if isinstance(first, dict) and {"t_s", "mark"} <= set(first) else None
+
+
+def _read_chunk(keys: tuple[str, ...], datas, lines, runs, text: bool) -> pd.DataFrame | None:
+    """Parse whole files of one key header with the C reader; None if any line does not fit."""
+    tokens = datas[0][:datas[0].index(b"\n")].translate(BLANKS).split()
+    try:
+        at = [tokens.index(f'"{k}"'.encode()) for k in keys] + [len(tokens)]
+    except ValueError:
+        return None
+    span = {k: range(at[i] + 1, at[i + 1]) for i, k in enumerate(keys)}
+    wanted = [k for k in keys if "." in k or k in ("t_s", "mark") or (text and k in ("utc", "gap"))]
+    if any(len(span[k]) != 1 for k in wanted if k != "utc"):
+        return None
+    columns = [c for k in wanted for c in span[k]]
+    try:
+        raw = pd.read_csv(io.BytesIO(b"".join(datas).translate(BLANKS)), sep=r"\s+", header=None,
+                          names=range(len(tokens)), usecols=columns, quoting=csv.QUOTE_NONE,
+                          na_values=["null"], engine="c",
+                          dtype={span["mark"][0]: "category", **{c: str for k in ("utc", "gap") if k in wanted
+                                                                 for c in span[k]}})
+    except (ValueError, pd.errors.ParserError):
+        return None
+    frame = pd.DataFrame({k: raw[span[k][0]] for k in wanted if k != "utc"})
+    numeric = [k for k in wanted if k not in ("mark", "utc", "gap")]
+    marks = set(frame["mark"].cat.categories)
+    if len(frame) != sum(lines) or any(frame[k].dtype.kind != "f" for k in numeric) \
+            or frame["t_s"].isna().any() or not marks <= {'"start"', '"tick"', '"end"'}:
+        return None
+    frame["mark"] = frame["mark"].cat.rename_categories(lambda c: c.strip('"'))
+    if text:
+        utc = raw[span["utc"][0]].astype(str)
+        for extra in span["utc"][1:]:
+            utc = utc + ":" + raw[extra].astype(str)
+        frame["utc"], frame["gap"] = utc.str.strip('"'), frame["gap"].astype(str).str.strip('"')
+    frame.insert(0, "run", np.repeat(runs, lines))
+    frame.insert(1, "segment", 0)
+    return frame
+
+
+def _parse_lines(run: int, path: Path, data: bytes, text: bool) -> pd.DataFrame | None:
+    """The slow, forgiving path: line by line, bad lines skipped with a warning."""
+    rows = [value for _, value in json_lines(path, data, lambda v: isinstance(v, dict)
+                                              and isinstance(v.get("t_s"), (int, float)) and v.get("mark") in MARKS)]
+    if not rows:
+        return None
+    frame = pd.DataFrame.from_records(rows)
+    channels = [c for c in frame.columns if "." in c]
+    frame = frame.reindex(columns=["t_s", "mark", *(["utc", "gap"] if text else []), *channels])
+    frame[channels] = frame[channels].apply(pd.to_numeric, errors="coerce").astype(float)
+    frame["mark"] = pd.Categorical(frame["mark"], categories=list(MARKS))
+    frame.insert(0, "run", run)
+    frame.insert(1, "segment", 0)
+    return frame
