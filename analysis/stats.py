@@ -80,33 +80,38 @@ def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequ
         rows[~rows["quantity"].isin(DIAGNOSTICS)]
     if not set(by) <= set(rows.columns):
         rows = rows.merge(study.runs[["run_id", *[d for d in by if d not in rows]]], on="run_id")
-    rng = np.random.default_rng(seed)
-    parts = []
-    for point, group in rows.groupby(by, sort=True, dropna=False, observed=True):
-        matrix = group.pivot_table(index="run_id", columns=["domain", "quantity"], values="value", aggfunc="first",
-                                   dropna=False, observed=True)
-        matrix = matrix.loc[:, matrix.notna().any()]
-        values = matrix.to_numpy(dtype=float)
-        low, high = bootstrap_median_ci(values, n_boot=n_boot, confidence=confidence, rng=rng)
-        labels = group.groupby(["domain", "quantity"], observed=True)[["unit", "source", "method"]].agg(_label)
-        table = pd.DataFrame({
-            "n": (~np.isnan(values)).sum(axis=0), "median": np.nanmedian(values, axis=0),
-            "iqr": np.nanquantile(values, 0.75, axis=0) - np.nanquantile(values, 0.25, axis=0),
-            "ci_low": low, "ci_high": high}, index=matrix.columns).join(labels)
-        table["ci_reliable"] = table["n"] >= MIN_RUNS_FOR_CI
-        for name, value in zip(by, point if isinstance(point, tuple) else (point,)):
-            table[name] = value
-        parts.append(table.reset_index())
-    if not parts:
-        return pd.DataFrame(columns=[*by, *SUMMARY_COLUMNS])
-    out = pd.concat(parts, ignore_index=True)[[*by, *SUMMARY_COLUMNS]]
-    out["n"] = out["n"].astype(int)
-    return out
+    keys = [*by, "domain", "quantity"]
+    groups = rows.groupby(keys, sort=True, dropna=False, observed=True)
+    table = groups["value"].agg(["count", "size", "median"]).rename(columns={"count": "n"})
+    quartiles = groups["value"].quantile([0.25, 0.75]).unstack()
+    table["iqr"] = quartiles[0.75] - quartiles[0.25]
+    for label in ("unit", "source", "method"):
+        first, distinct = groups[label].first(), groups[label].nunique()
+        table[label] = first.astype(object).where(distinct <= 1, "mixed")
+    table["ci_low"], table["ci_high"] = _group_cis(rows, groups, table["size"], n_boot, confidence,
+                                                   np.random.default_rng(seed))
+    table = table[table["n"] > 0].reset_index()
+    table["ci_reliable"] = table["n"] >= MIN_RUNS_FOR_CI
+    table["n"] = table["n"].astype(int)
+    return table[[*by, *SUMMARY_COLUMNS]]
 
 
-def _label(values: pd.Series) -> object:
-    distinct = values.dropna().unique()
-    return distinct[0] if len(distinct) == 1 else ("mixed" if len(distinct) else None)
+def _group_cis(rows: pd.DataFrame, groups, sizes: pd.Series, n_boot: int, confidence: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap CIs of the median of every group of ``rows`` at once: the groups of one size are
+    stacked as the columns of one matrix (``bootstrap_median_ci`` resamples every column alike)."""
+    order = np.argsort(groups.ngroup().to_numpy(), kind="stable")
+    values = rows["value"].to_numpy(dtype=float)[order]
+    starts = np.r_[0, np.cumsum(sizes.to_numpy())[:-1]]
+    low, high = np.full(len(sizes), np.nan), np.full(len(sizes), np.nan)
+    for size in np.unique(sizes.to_numpy()):
+        which = np.flatnonzero(sizes.to_numpy() == size)
+        matrix = values[starts[which][None, :] + np.arange(size)[:, None]]
+        sound = ~np.isnan(matrix).all(axis=0)
+        if sound.any():
+            low[which[sound]], high[which[sound]] = bootstrap_median_ci(matrix[:, sound], n_boot=n_boot,
+                                                                        confidence=confidence, rng=rng)
+    return low, high
 
 
 def spearman(study: Study | pd.DataFrame, columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
