@@ -38,13 +38,14 @@ Rules, applied by the helpers of this module and nowhere else:
   their windows started (from ``meta.json``; omitted where not recorded), the torch threads, and for a
   figure drawing an estimate, its model and TDP (``cpu_estimated = TDP x (0.3 + 0.7 x CPU load), TDP =
   8 W (default: 4 W x 2 logical CPUs, ...)``).
-- **Size and formats.** Figures are 6.4 x 4.0 in (1280 x 800 px at 200 dpi) unless their content needs
-  more; ``save`` writes PNG at 200 dpi, SVG and PDF side by side.
+- **Size and formats.** Figures are 6.4 x 4.8 in (1280 x 960 px at 200 dpi: a column of a paper, half
+  a slide) unless their content needs more; ``save`` writes PNG at 200 dpi, SVG and PDF side by side.
 - **Refusals.** A needed quantity that is missing or all NaN raises ``ValueError`` saying which
   (domain, quantity) and why: no sensor is never drawn as zero.
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -66,7 +67,8 @@ __all__ = [
     "source_label", "x_scale", "value_scale", "footer_text", "footer", "variable_labels",
 ]
 
-FIG_SIZE = (6.4, 4.0)  # inches: 1280 x 800 px at DPI
+FIG_SIZE = (6.4, 4.8)  # inches: 1280 x 960 px at DPI, room for a three-line title and the footer
+AXIS_HEIGHT_IN = FIG_SIZE[1] - 1.8  # what the title, the x axis and the footer leave to a y label
 DPI = 200
 FORMATS = ("png", "svg", "pdf")
 SOURCES = ("measured", "estimated")
@@ -76,6 +78,7 @@ LOG_SPAN = 100  # a value axis goes log10 from this max / min on
 TITLE_PT, FOOTER_PT = 10.0, 7.0
 GLYPH_EM = 0.55  # mean glyph width over the font size, to wrap text and space ticks
 FIXED_TICKS_MAX = 12
+LEGEND_INSIDE = 5  # more entries go beside the axes
 
 DOMAIN_NAMES = {"gpu": "GPU", "gpu_node": "all GPUs of the node", "cpu_package": "CPU package", "dram": "DRAM",
                 "cpu_estimated": "CPU", "process": "", "clock": ""}
@@ -177,6 +180,12 @@ def _axis_unit(rows: pd.DataFrame) -> str | None:
         raise ValueError(f"these runs give input sizes in {' and '.join(units)}: one axis cannot hold both; "
                          "draw one task per figure")
     return units[0] if units else None
+
+
+def _study_unit(study: Study) -> str | None:
+    """The unit of the study's input sizes when it has one only, else None."""
+    units = metadata.distinct(_size_unit(t, m) for t, m in zip(study.runs["task"], study.runs["model"]))
+    return units[0] if len(units) == 1 else None
 
 
 def _dimension_label(dimension: str, unit: str | None) -> str:
@@ -450,12 +459,17 @@ def _ratio_axis(ax, values: Iterable) -> None:
 
 
 def _hue_columns(study: Study, exclude: Sequence[str], hue: str | Sequence[str] | None) -> list[str]:
+    """The dimensions that name a configuration: ``hue``, checked, or every varying one not in ``exclude``
+    (those the figure shows otherwise: its x axis, its colours)."""
     if hue is None:
         return [d for d in study.varying() if d not in exclude]
     columns = [hue] if isinstance(hue, str) else list(hue)
     unknown = [c for c in columns if c not in study.dimensions]
     if unknown:
         raise ValueError(f"hue {', '.join(unknown)}: not a dimension of the study ({', '.join(study.dimensions)})")
+    on_axis = [c for c in columns if c in exclude]
+    if on_axis:
+        raise ValueError(f"hue {', '.join(on_axis)}: this figure already shows it (axis or colour)")
     return columns
 
 
@@ -526,10 +540,16 @@ def _draw_lines(ax, rows: pd.DataFrame, x: str) -> pd.DataFrame:
     return summary
 
 
-def _legend(ax, always: bool = False, **options) -> None:
+def _legend(ax, always: bool = False) -> None:
+    """The legend of the labelled artists (with one entry only when ``always``): inside where it finds room
+    for up to ``LEGEND_INSIDE`` entries, else beside the axes, so that it never covers data."""
     handles, labels = ax.get_legend_handles_labels()
-    if handles and (always or len(handles) > 1):
-        ax.legend(handles, labels, loc="best", fontsize="small", framealpha=0.85, **options)
+    if not handles or not (always or len(handles) > 1):
+        return
+    if len(handles) <= LEGEND_INSIDE:
+        ax.legend(handles, labels, loc="best", fontsize="small", framealpha=0.85)
+    else:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False)
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -564,14 +584,27 @@ def _sweep(study: Study, rows: pd.DataFrame, item: str | pd.Series, x: str, hue,
                    estimated=(rows["source"] == "estimated").any())
 
 
+def _source_axis_label(name: str, unit: str, sources: Iterable, hardware: Iterable[str]) -> str:
+    """``Energy per inference (J, measured)`` over the hardware (short names, wrapped to the axis); when
+    the sources mix, ``Energy per inference (J)`` / ``measured + estimated: see legend`` / the hardware."""
+    source = source_label(sources)
+    head = f"{name} ({unit})\nmeasured + estimated: see legend" if " and " in source else f"{name} ({unit}, {source})"
+    names = " + ".join(metadata.distinct(_short_hardware(h) for h in hardware))
+    return "\n".join([head, *_wrap(names, TITLE_PT, AXIS_HEIGHT_IN)])
+
+
+def _short_hardware(name: str) -> str:
+    """A hardware name without trademarks, clock or "Processor": ``Intel Xeon Platinum 8468``."""
+    name = re.sub(r"\((R|TM|tm)\)", "", name)
+    name = re.sub(r"\s*(CPU\s*)?@.*$", "", name)
+    return " ".join(re.sub(r"\bProcessor\b", "", name).split())
+
+
 def _energy_label(quantity: str, rows: pd.DataFrame, study: Study) -> str:
-    """``Energy per inference (J, measured)`` and the hardware of its domains; ``measured + estimated:
-    see legend`` when the rows mix sources."""
-    sources = source_label(rows["source"])
-    hardware = metadata.distinct(h for d in metadata.distinct(rows["domain"])
-                                 for h in _hardware(study, d, rows.loc[rows["domain"] == d, "run_id"]))
-    sources = "measured + estimated: see legend" if " and " in sources else sources
-    return f"{quantity_name(quantity)} ({metadata.joined(rows['unit'])}, {sources})\n{' + '.join(hardware)}"
+    """The energy axis of ``rows``: its source(s) and the hardware of its domains."""
+    hardware = [h for d in metadata.distinct(rows["domain"])
+                for h in _hardware(study, d, rows.loc[rows["domain"] == d, "run_id"])]
+    return _source_axis_label(quantity_name(quantity), metadata.joined(rows["unit"]), rows["source"], hardware)
 
 
 def _energy_items(rows: pd.DataFrame) -> pd.Series:
@@ -687,8 +720,9 @@ def gpu_power_vs_sm_util(study: Study, domain: str = "gpu", hue: str | Sequence[
     fig, (ax,) = _figure()
     _scatter_runs(ax, study, data, wide_name(domain, "sm_util_mean_pct"), power, hue)
     ax.set_xlabel(f"{quantity_name('sm_util_mean_pct')} (%)")
-    hardware = " + ".join(_hardware(study, domain, data["run_id"]))
-    ax.set_ylabel(f"{domain_name(domain)} mean power (W, {source_label(data['source'])})\n{hardware}")
+    ax.set_xlim(0, 105)
+    ax.set_ylabel(_source_axis_label(f"{domain_name(domain)} mean power", "W", data["source"],
+                                     _hardware(study, domain, data["run_id"])))
     _value_axis(ax, "y", data[power])
     return _finish(fig, study, data["run_id"], f"{domain_name(domain)} power vs SM utilisation", "one point per run",
                    estimated=(data["source"] == "estimated").any())
@@ -709,8 +743,7 @@ def variable_labels(study: Study) -> dict[str, str]:
         if quantity in ENERGY_QUANTITIES and isinstance(source, str):
             name += f" ({source})"
         labels[wide_name(domain, quantity)] = name
-    units = metadata.distinct(_size_unit(t, m) for t, m in zip(study.runs["task"], study.runs["model"]))
-    unit = units[0] if len(units) == 1 else None
+    unit = _study_unit(study)
     labels["input_size"] = f"input size ({unit})" if unit else "input size"
     labels.update({d: _dimension_label(d, unit).split(" (")[0].lower() for d in study.dimensions if d != "input_size"})
     return labels
@@ -764,9 +797,9 @@ def _strips(ax, rows: pd.DataFrame, unit: str) -> None:
     for i, config in enumerate(configs):
         values = rows.loc[rows["config"] == config, "value"].to_numpy()
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=22, color=f"C{i % 10}", alpha=0.8,
-                   edgecolors="white", linewidths=0.4, zorder=2, label="one run" if i == 0 else "_run")
+                   edgecolors="white", linewidths=0.4, zorder=3, label="one run" if i == 0 else "_run")
         median = np.median(values)
-        ax.hlines(median, i - 0.28, i + 0.28, color="k", linewidth=1.6, zorder=3,
+        ax.hlines(median, i - 0.28, i + 0.28, color="k", linewidth=1.6, zorder=2,
                   label="median over runs" if i == 0 else "_median")
         ax.annotate(f"{median:#.3g} {unit}", (i + 0.3, median), va="center", fontsize="small")
     ax.set_xticks(range(len(configs)), [f"{c}\n({(rows['config'] == c).sum()} runs)" if c else
@@ -872,8 +905,9 @@ def _forest_rows(comparison: pd.DataFrame, study: Study) -> tuple[pd.DataFrame, 
     rows = comparison[comparison["ratio"].notna()].reset_index(drop=True)
     if rows.empty:
         raise ValueError("no ratio to draw: every ratio of the comparison is NaN")
-    config = [", ".join(str(v) for v in values) for values in rows[columns].itertuples(index=False)] if columns \
-        else [""] * len(rows)
+    unit = _study_unit(study)
+    config = [", ".join(_value_text(c, v, unit) for c, v in zip(columns, values))
+              for values in rows[columns].itertuples(index=False)]
     rows["config"] = [f"{c} vs {b}" if c else f"vs {b}" for c, b in zip(config, rows["baseline"])]
     rows["item"] = [" ".join(p for p in (domain_name(str(d)), quantity_name(str(q), short=True)) if p)
                     + (f" ({s})" if isinstance(s, str) and q in ENERGY_QUANTITIES else "")
@@ -899,11 +933,10 @@ def forest(comparison: pd.DataFrame, study: Study) -> Figure:
     fig, (ax,) = _figure(size=(FIG_SIZE[0], max(FIG_SIZE[1], 2.2 + (0.32 if single else 0.5) * len(rows))))
     for i, row in rows.iterrows():
         colour = VERDICT_COLOURS.get(str(row["verdict"]), "0.45")
-        bar = ax.errorbar(row["ratio"], i, xerr=[[row["ratio"] - row["ci_low"]], [row["ci_high"] - row["ratio"]]],
-                          fmt="o", color=colour, ecolor=colour, capsize=3, markersize=6,
-                          markerfacecolor="white" if unreliable[i] else colour)
-        if unreliable[i]:
-            bar[2][0].set_linestyle("--")
+        ax.hlines(i, row["ci_low"], row["ci_high"], color=colour, linewidth=1.6, gid="ci",
+                  linestyles="--" if unreliable[i] else "-")
+        ax.plot(row["ratio"], i, marker="o", markersize=6, color=colour, gid="ratio",
+                markerfacecolor="white" if unreliable[i] else colour)
         ax.annotate(f"{row['verdict']}\n{row['ratio']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
                     f"n {row['n']:g}/{row['n_baseline']:g}", (1.02, i), xycoords=("axes fraction", "data"),
                     va="center", fontsize="x-small", color=colour)

@@ -268,6 +268,16 @@ def test_batch_sweep_hue_and_refusal_to_pool(batch_study):
         plots.energy_vs(batch_study, x="input_size", hue="batch_size")
     with pytest.raises(ValueError, match="not a dimension"):
         plots.energy_vs(batch_study, hue="colour")
+    with pytest.raises(ValueError, match="already shows it"):
+        plots.energy_vs(batch_study, x="batch_size", hue=["batch_size", "dtype"])
+
+
+def test_a_long_legend_goes_beside_the_axes(batch_study):
+    fig = plots.latency_vs(batch_study)  # six configurations (dtype x batch size) at one input size
+    ax = fig.axes[0]
+    assert legend_texts(ax) == [f"batch {b}, {d}" for b in (1, 4, 16) for d in ("bf16", "fp32")]
+    fig.draw_without_rendering()
+    assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1  # never over the data
 
 
 # --------------------------------------------------------------------------- scales and ticks
@@ -303,6 +313,15 @@ def test_sizes_that_would_collide_get_a_locator(gpu_study, trees):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128", "512"]
     ax = plots.latency_vs(load(trees / "pow2", ["pow2"])).axes[0]  # 8, 16, 32 tokens crowd a linear axis
     assert ax.get_xscale() == "linear" and isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+
+
+def test_axes_name_hardware_without_trademarks():
+    assert plots._short_hardware("Intel(R) Xeon(R) Platinum 8468") == "Intel Xeon Platinum 8468"
+    assert plots._short_hardware("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz") == "Intel Core i7-8700"
+    assert plots._short_hardware("AMD EPYC 7763 64-Core Processor") == "AMD EPYC 7763 64-Core"
+    label = plots._source_axis_label("Energy per inference", "J", ["measured", "estimated"],
+                                     ["NVIDIA H200", "Intel(R) Xeon(R) Platinum 8468"])
+    assert label == "Energy per inference (J)\nmeasured + estimated: see legend\nNVIDIA H200 + Intel Xeon Platinum 8468"
 
 
 def test_shared_helpers():
@@ -497,9 +516,9 @@ def test_forest_plot_rows_line_at_one_verdicts_and_unreliable_cis(batch_study):
     assert "bf16 vs fp32" in suptitle(fig)  # one comparison: named once, in the title
     assert len([line for line in ax.get_lines() if list(line.get_xdata()) == [1, 1]]) == 1  # the line at 1
     assert ax.get_xscale() == "log"
-    points = [c.lines[0] for c in ax.containers]
-    assert [p.get_xdata()[0] for p in points] == [0.5, 1.02, 0.8]
-    bars = [c.lines[2][0] for c in ax.containers]
+    points = [line for line in ax.get_lines() if line.get_gid() == "ratio"]
+    assert [(p.get_xdata()[0], p.get_ydata()[0]) for p in points] == [(0.5, 0), (1.02, 1), (0.8, 2)]
+    bars = [c for c in ax.collections if c.get_gid() == "ci"]
     np.testing.assert_allclose(bars[0].get_segments()[0][:, 0], [0.45, 0.56])
     # the CI from 3 runs is dashed and hollow; the others solid and filled
     assert [p.get_markerfacecolor() == "white" for p in points] == [False, False, True]
@@ -542,7 +561,7 @@ def test_save_writes_png_svg_and_pdf_at_paper_size(tmp_path, gpu_study):
     paths = plots.save(plots.latency_vs(gpu_study), tmp_path / "figures" / "latency")
     assert [p.name for p in paths] == ["latency.png", "latency.svg", "latency.pdf"]
     width, height = struct.unpack(">II", paths[0].read_bytes()[16:24])  # the PNG header
-    assert (width, height) == (1280, 800)
+    assert (width, height) == (1280, 960)
     assert paths[1].read_text().lstrip().startswith("<?xml") and paths[2].read_bytes().startswith(b"%PDF")
     again = plots.save(plots.latency_vs(gpu_study), tmp_path / "again")
     assert again[1].read_bytes() == paths[1].read_bytes()  # no date: same figure, same bytes
