@@ -173,19 +173,24 @@ def _value_text(dimension: str, value, unit: str | None = None) -> str:
     return f"{dimension} {value}"
 
 
+def _units(rows: pd.DataFrame) -> list[str]:
+    """The distinct units of the input sizes of ``rows`` (runs or long rows: ``task`` and ``model``)."""
+    return metadata.distinct(_size_unit(t, m) for t, m in zip(rows["task"], rows["model"]))
+
+
+def _one_unit(rows: pd.DataFrame) -> str | None:
+    """The unit of the input sizes of ``rows`` when they have one only, else None."""
+    units = _units(rows)
+    return units[0] if len(units) == 1 else None
+
+
 def _axis_unit(rows: pd.DataFrame) -> str | None:
     """The one unit of the input sizes of ``rows``; ``ValueError`` when they mix pixels and tokens."""
-    units = metadata.distinct(_size_unit(t, m) for t, m in zip(rows["task"], rows["model"]))
+    units = _units(rows)
     if len(units) > 1:
         raise ValueError(f"these runs give input sizes in {' and '.join(units)}: one axis cannot hold both; "
                          "draw one task per figure")
     return units[0] if units else None
-
-
-def _study_unit(study: Study) -> str | None:
-    """The unit of the study's input sizes when it has one only, else None."""
-    units = metadata.distinct(_size_unit(t, m) for t, m in zip(study.runs["task"], study.runs["model"]))
-    return units[0] if len(units) == 1 else None
 
 
 def _dimension_label(dimension: str, unit: str | None) -> str:
@@ -688,7 +693,7 @@ def _scatter_runs(ax, study: Study, data: pd.DataFrame, x: str, y: str, hue) -> 
     handles += [Line2D([], [], linestyle="", marker=MARKERS[i % len(MARKERS)], color="0.4", label=name)
                 for i, name in enumerate(config.cat.categories) if name]
     if handles:
-        ax.legend(handles=handles, title=_dimension_label("input_size", _axis_unit(data)), fontsize="small",
+        ax.legend(handles=handles, title=_dimension_label("input_size", _one_unit(data)), fontsize="small",
                   title_fontsize="small", loc="best", framealpha=0.85)
 
 
@@ -743,7 +748,7 @@ def variable_labels(study: Study) -> dict[str, str]:
         if quantity in ENERGY_QUANTITIES and isinstance(source, str):
             name += f" ({source})"
         labels[wide_name(domain, quantity)] = name
-    unit = _study_unit(study)
+    unit = _one_unit(study.runs)
     labels["input_size"] = f"input size ({unit})" if unit else "input size"
     labels.update({d: _dimension_label(d, unit).split(" (")[0].lower() for d in study.dimensions if d != "input_size"})
     return labels
@@ -811,7 +816,7 @@ def _strips(ax, rows: pd.DataFrame, unit: str) -> None:
 def _point(rows: pd.DataFrame) -> str:
     """`` at 224 px`` when the rows hold one input size, else empty."""
     sizes = metadata.distinct(rows["input_size"])
-    return f" at {_value_text('input_size', sizes[0], _axis_unit(rows))}" if len(sizes) == 1 else ""
+    return f" at {_value_text('input_size', sizes[0], _one_unit(rows))}" if len(sizes) == 1 else ""
 
 
 STRIP_CAPTION = "dots: one run each; bar: median over runs"
@@ -905,7 +910,7 @@ def _forest_rows(comparison: pd.DataFrame, study: Study) -> tuple[pd.DataFrame, 
     rows = comparison[comparison["ratio"].notna()].reset_index(drop=True)
     if rows.empty:
         raise ValueError("no ratio to draw: every ratio of the comparison is NaN")
-    unit = _study_unit(study)
+    unit = _one_unit(study.runs)
     config = [", ".join(_value_text(c, v, unit) for c, v in zip(columns, values))
               for values in rows[columns].itertuples(index=False)]
     rows["config"] = [f"{c} vs {b}" if c else f"vs {b}" for c, b in zip(config, rows["baseline"])]
