@@ -2,6 +2,14 @@
 
 The studies are synthetic trees (``treegen``) whose energies and latencies are known exactly, so each
 test asserts on the values drawn (artists, labels, data), never on pixels.
+
+Ported from the figures of the wide tables, with these rules changed on purpose (each test says where):
+a ``Study`` always carries its runs, so the refusals for a missing ``runs=`` are gone and the hardware
+always comes from the runs; a study without hardware (AIPowerMeter's) is labelled "hardware not
+recorded" instead of refused; several models, or several input sizes in a distribution, are
+configurations (lines, strips) instead of refusals, and only pixels and tokens on one axis are refused;
+the decade rule of the scales became one rule per quantity (tokens linear, pixels log2 from 16x, values
+log from 100x).
 """
 from __future__ import annotations
 
@@ -193,6 +201,7 @@ def test_energy_vs_single_estimated_domain_never_says_measured(mixed_study):
 
 
 def test_energy_vs_dynamic_and_linear_within_16x(gpu_study):
+    """Was "linear within a decade": pixels now go log2 from 16x, values log from 100x."""
     fig = plots.energy_vs(subset(gpu_study, input_size=[32, 64, 128]), domains=["gpu"],
                           quantity="dynamic_energy_per_inference_j")
     (ax,) = fig.axes
