@@ -9,6 +9,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from measure import runtree
+
 from .tables import Study
 
 # What each reported energy domain is, for the reader.
@@ -139,6 +141,19 @@ def energy_sources(study: Study) -> pd.DataFrame:
     table.insert(1, "what", table["domain"].map(lambda d: describe_domain(str(d))))
     order = {d: i for i, d in enumerate(energy_domains(study))}
     return table.sort_values("domain", key=lambda c: c.map(order)).reset_index(drop=True)
+
+
+def window_dates(study: Study) -> pd.Series:
+    """The UTC date (``YYYY-MM-DD``) each run's window started, from its ``meta.json``, indexed by ``run_id``;
+    None where none is recorded (AIPowerMeter's files, a ``meta.json`` gone since loading)."""
+    dates = []
+    for path in study.info.loc[study.runs["run_id"], "path"]:
+        try:
+            start = runtree.read_meta(path).window.get("start_utc")
+        except runtree.MetaError:
+            start = None
+        dates.append(start[:10] if isinstance(start, str) else None)
+    return pd.Series(dates, index=study.runs["run_id"].to_numpy(), name="date", dtype=object)
 
 
 def protocol(study: Study) -> pd.DataFrame:
