@@ -111,8 +111,8 @@ def energy_domains(study: Study) -> list[str]:
     """Reported domains with at least one energy per inference: the model's GPU first, node totals and other
     GPUs last."""
     found = distinct(study.select("energy_per_inference_j")["domain"])
-    rank = {"gpu": 0, "cpu_package": 1, "dram": 2, "cpu_estimated": 3, "gpu_node": 5}
-    return sorted(map(str, found), key=lambda d: (rank.get(d, 4 if not d.startswith("gpu") else 6), d))
+    rank = {"gpu": 0, "cpu_package": 1, "dram": 2, "cpu_estimated": 3, "gpu_node": 6}
+    return sorted(map(str, found), key=lambda d: (rank.get(d, 5 if d.startswith("gpu") else 4), d))
 
 
 def headline_domains(study: Study) -> list[str]:

@@ -1,16 +1,15 @@
-"""analysis.report: what the study notebooks print, computed from synthetic studies with known answers."""
+"""analysis.findings: the numbers the study notebooks quote, computed from synthetic studies with known answers."""
 from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from treegen import write_run
 
-from analysis import load_study, report, summarize
+from analysis import export, findings, load_study, summarize
 
 CPU_ONLY = {"cpu_estimated": 30.0}
 GPU_RAPL = {"gpu0": 100.0, "package-0": 40.0, "dram-0": 5.0}
@@ -26,92 +25,27 @@ def study_of(tmp_path, sizes=(64, 128), runs=3, power_w=CPU_ONLY, device="cpu", 
 
 
 def summary_of(sizes, latencies, model="bert"):
-    """A summary with only the columns the step functions read."""
-    return pd.DataFrame({"model": model, "input_size": sizes, "latency_median_s_median": latencies})
-
-
-# ---------------------------------------------------------------- metadata
-
-def test_hardware_and_sensors_come_from_the_metadata(tmp_path):
-    study = study_of(tmp_path)
-    metas = report.read_metadata(study)
-    assert len(metas) == len(study.runs) == 6
-    metas[0]["unavailable"] = {"rapl": "no RAPL powercap interface"}
-    hardware = report.hardware(metas).set_index("item")["value"]
-    assert hardware["device"] == "cpu"
-    assert hardware["CPU"] == "Synthetic CPU"
-    assert hardware["logical CPUs"] == "8"
-    assert "synthetic" not in " ".join(hardware)  # the host name is left out
-    sensors = report.sensors(metas)
-    assert sensors.to_dict("records") == [
-        {"sensor": "estimate", "domain": "cpu_estimated", "source": "estimated",
-         "detail": "; tdp_w = None (None), idle_fraction = None"},
-        {"sensor": "rapl", "domain": "", "source": "unavailable", "detail": "no RAPL powercap interface"},
-    ]
-    assert report.unavailable(metas) == {"rapl": "no RAPL powercap interface"}
-
-
-def test_hardware_says_none_without_gpus():
-    metas = [{"device": "cpu", "host": {"cpu_model": "X", "gpus": []}}]
-    assert report.hardware(metas).set_index("item").at["GPUs", "value"] == "none"
-
-
-def test_sensors_are_listed_measured_first_then_estimated_then_unavailable():
-    metas = [{"sensors": {"cpu_estimated": {"sensor": "estimate", "source": "estimated", "model": "m", "tdp_w": 8},
-                          "gpu0": {"sensor": "nvml", "source": "measured", "channels": ["gpu0.energy_j"]}},
-              "unavailable": {"rapl": "no powercap"}}] * 2
-    table = report.sensors(metas)
-    assert table["source"].tolist() == ["measured", "estimated", "unavailable"]
-    assert table.at[0, "detail"] == "energy_j"
-
-
-# ---------------------------------------------------------------- runs and summaries
-
-def test_domains_of_a_cpu_only_study(tmp_path):
-    runs = study_of(tmp_path).runs
-    assert report.energy_domains(runs) == ["cpu_estimated"]
-    assert report.cpu_domain(runs) == "cpu_estimated"
-    assert report.gpu_domain(runs) is None
-    assert not report.has_gpu_data(runs)
-    sources = report.energy_sources(runs)
-    assert sources[["domain", "source", "method", "runs"]].values.tolist() == [
-        ["cpu_estimated", "estimated", "trapezoid", 6]]
-
-
-def test_domains_of_a_gpu_study_with_rapl(tmp_path):
-    runs = study_of(tmp_path, power_w=GPU_RAPL, device="cuda:0").runs
-    assert report.energy_domains(runs) == ["gpu", "cpu_package", "dram"]
-    assert report.gpu_domain(runs) == "gpu"
-    assert report.cpu_domain(runs) == "cpu_package"
-    assert report.has_gpu_data(runs)
-    sources = report.energy_sources(runs).set_index("domain")
-    assert set(sources["source"]) == {"measured"}
-    assert sources.at["gpu", "method"] == "counter"
-
-
-def test_protocol_per_size(tmp_path):
-    table = report.protocol(study_of(tmp_path, sizes=(32, 64), runs=2, iterations=50).runs)
-    assert table["input_size"].tolist() == [32, 64]
-    assert table["runs"].tolist() == [2, 2]
-    assert table["iterations"].tolist() == ["50", "50"]
-    assert table["window_s_median"].tolist() == [2.0, 2.0]
+    """A long summary holding only the median latency of each size."""
+    return pd.DataFrame({"model": model, "input_size": sizes, "domain": "clock", "quantity": "latency_median_s",
+                         "median": latencies})
 
 
 def test_headline_keeps_latency_and_energies_with_their_source(tmp_path):
     study = study_of(tmp_path)
-    table = report.headline(summarize(study))
+    table = export.headline(summarize(study), ["cpu_estimated"])
     assert list(table.columns) == [
-        "input_size", "n_runs", "latency_s median", "latency_s 95% CI",
+        "model", "input_size", "runs", "latency_s median", "latency_s 95% CI",
         "cpu_estimated_energy_per_inference_j median", "cpu_estimated_energy_per_inference_j 95% CI",
         "cpu_estimated source"]
     assert table["cpu_estimated_energy_per_inference_j median"].tolist() == [0.6, 0.6]  # 30 W x 2 s / 100
     assert table["cpu_estimated source"].tolist() == ["estimated", "estimated"]
+    assert table["latency_s 95% CI"].str.endswith("(n < 5)").all()  # 3 runs: the CI is marked unreliable
 
 
-def test_compare_sets_medians_side_by_side(tmp_path):
+def test_side_by_side_sets_medians_side_by_side(tmp_path):
     committed = summarize(study_of(tmp_path / "a", sizes=(64, 128)))
     fresh = summarize(study_of(tmp_path / "b", sizes=(128, 256), power_w={"cpu_estimated": 60.0}))
-    table = report.compare(committed, fresh).set_index("input_size")
+    table = findings.side_by_side(committed, fresh).set_index("input_size")
     assert table.index.tolist() == [64, 128, 256]
     energy = "cpu_estimated_energy_per_inference_j"
     assert table.at[128, f"{energy} committed"] == pytest.approx(0.6)
@@ -121,10 +55,10 @@ def test_compare_sets_medians_side_by_side(tmp_path):
     assert table.at[128, "n_runs committed"] == 3
 
 
-def test_compare_never_compares_different_domains(tmp_path):
+def test_side_by_side_never_compares_different_domains(tmp_path):
     committed = summarize(study_of(tmp_path / "a"))
     fresh = summarize(study_of(tmp_path / "b", power_w=GPU_RAPL, device="cuda:0"))
-    table = report.compare(committed, fresh)
+    table = findings.side_by_side(committed, fresh)
     assert table["cpu_estimated_energy_per_inference_j fresh"].isna().all()
     assert table["cpu_package_energy_per_inference_j committed"].isna().all()
     assert table["cpu_package_energy_per_inference_j fresh/committed"].isna().all()
@@ -132,8 +66,8 @@ def test_compare_never_compares_different_domains(tmp_path):
 
 def test_key_numbers_are_json_and_labelled(tmp_path):
     study = study_of(tmp_path, sizes=(64, 128))
-    numbers = report.key_numbers(study.runs, summarize(study))
-    text = json.dumps(report.jsonable(numbers), allow_nan=False)
+    numbers = findings.key_numbers(study, summarize(study))
+    text = json.dumps(findings.jsonable(numbers), allow_nan=False)
     back = json.loads(text)
     assert back["sizes"] == [64, 128]
     assert back["n_runs"] == {"64": 3, "128": 3}
@@ -145,16 +79,16 @@ def test_key_numbers_are_json_and_labelled(tmp_path):
 
 def test_efficiency_per_gflop(tmp_path):
     study = study_of(tmp_path, sizes=(64,))  # 4 GFLOP, 0.02 s and 0.6 J per inference
-    row = report.efficiency(summarize(study), "cpu_estimated").iloc[0]
+    row = findings.efficiency(study, summarize(study), "cpu_estimated").iloc[0]
     assert row["gflop"] == pytest.approx(4.0)
     assert row["ms_per_gflop"] == pytest.approx(5.0)
     assert row["j_per_gflop"] == pytest.approx(0.15)
-    assert "energy_j" not in report.efficiency(summarize(study))
+    assert "energy_j" not in findings.efficiency(study, summarize(study))
 
 
 def test_spread_over_runs():
     table = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, np.nan]})
-    row = report.spread(table, ["x"]).iloc[0]
+    row = findings.spread(table, ["x"]).iloc[0]
     assert row["n"] == 4 and row["median"] == 2.5
     assert row["iqr_over_median"] == pytest.approx(1.5 / 2.5)
     assert row["max_over_min"] == 4.0
@@ -162,7 +96,7 @@ def test_spread_over_runs():
 
 def test_jsonable():
     value = {"a": float("nan"), "b": np.float64(1.5), "c": [np.int64(2), float("inf")], 3: np.bool_(True)}
-    assert report.jsonable(value) == {"a": None, "b": 1.5, "c": [2, None], "3": True}
+    assert findings.jsonable(value) == {"a": None, "b": 1.5, "c": [2, None], "3": True}
 
 
 # ---------------------------------------------------------------- warm-up
@@ -174,7 +108,7 @@ def latencies_of(values_per_run):
 
 def test_warmup_counts_the_slow_first_iterations():
     values = [0.05, 0.03, 0.02, 0.015] + [0.01] * 46
-    result = report.warmup(latencies_of([values, values]))
+    result = findings.warmup(latencies_of([values, values]))
     assert result["first_s"] == 0.05 and result["steady_s"] == 0.01
     assert result["first_over_steady"] == pytest.approx(5.0)
     assert result["warm_after"] == 4
@@ -184,9 +118,9 @@ def test_warmup_counts_the_slow_first_iterations():
 def test_warmup_ignores_an_isolated_slow_iteration():
     values = [0.01] * 50
     values[10] = 0.5  # another process took the CPU for a moment
-    assert report.warmup(latencies_of([values]))["warm_after"] == 0
-    assert report.warmup(latencies_of([[0.5] * 50]))["warm_after"] == 0
-    assert report.warmup(latencies_of([[0.5, 0.01] * 25]))["warm_after"] is None  # never 5 warm in a row
+    assert findings.warmup(latencies_of([values]))["warm_after"] == 0
+    assert findings.warmup(latencies_of([[0.5] * 50]))["warm_after"] == 0
+    assert findings.warmup(latencies_of([[0.5, 0.01] * 25]))["warm_after"] is None  # never 5 warm in a row
 
 
 # ---------------------------------------------------------------- the seed's BERT observations
@@ -196,9 +130,9 @@ SIZES = list(range(50, 501, 50))
 
 def test_a_linear_latency_has_no_jump():
     summary = summary_of(SIZES, [0.01 + 0.001 * n for n in SIZES])
-    steps = report.latency_steps(summary)
+    steps = findings.latency_steps(summary)
     assert steps["slope_vs_median"].to_numpy() == pytest.approx(1.0)
-    result = report.latency_jump(summary)
+    result = findings.latency_jump(summary)
     assert result["holds"] is False
     assert result["verdict"].startswith("does not hold")
     assert (result["largest_relative_from"], result["largest_relative_to"]) == (50, 100)
@@ -206,7 +140,7 @@ def test_a_linear_latency_has_no_jump():
 
 def test_a_jump_between_300_and_350_tokens_is_found():
     latency = [0.001 * n + (0.2 if n >= 350 else 0.0) for n in SIZES]
-    result = report.latency_jump(summary_of(SIZES, latency))
+    result = findings.latency_jump(summary_of(SIZES, latency))
     assert result["holds"] is True
     assert (result["steepest_from"], result["steepest_to"]) == (300, 350)
     assert result["slope_vs_median"] == pytest.approx(5.0)
@@ -215,18 +149,18 @@ def test_a_jump_between_300_and_350_tokens_is_found():
 
 def test_a_jump_elsewhere_does_not_confirm_the_seed():
     latency = [0.001 * n + (0.2 if n >= 150 else 0.0) for n in SIZES]
-    result = report.latency_jump(summary_of(SIZES, latency))
+    result = findings.latency_jump(summary_of(SIZES, latency))
     assert result["holds"] is False and (result["steepest_from"], result["steepest_to"]) == (100, 150)
 
 
 def test_a_sweep_that_misses_the_region_is_not_testable():
-    assert report.latency_jump(summary_of([50, 100, 200], [1.0, 2.0, 3.0]))["holds"] is None
-    assert report.latency_jump(summary_of([50, 100], [1.0, 2.0]))["verdict"].startswith("not testable")
+    assert findings.latency_jump(summary_of([50, 100, 200], [1.0, 2.0, 3.0]))["holds"] is None
+    assert findings.latency_jump(summary_of([50, 100], [1.0, 2.0]))["verdict"].startswith("not testable")
 
 
 def test_cpu_energy_following_latency_is_not_testable_on_a_cpu_run(tmp_path):
     study = study_of(tmp_path, sizes=(50, 100, 150), latency=lambda size, run: size / 1000)
-    result = report.cpu_follows_latency(study.runs)
+    result = findings.cpu_follows_latency(study)
     assert result["holds"] is None
     assert result["verdict"].startswith("not testable as stated")
     assert "estimated" in result["verdict"]
@@ -239,7 +173,7 @@ def test_cpu_energy_following_latency_on_a_gpu_run(tmp_path):
         for run in range(3):
             write_run(tmp_path, "bert", size, run, power_w={"gpu0": 100.0, "package-0": 10.0 * size + run},
                       device="cuda:0", latency_s=size / 1000 + run / 1e5)
-    result = report.cpu_follows_latency(load_study(tmp_path).runs)
+    result = findings.cpu_follows_latency(load_study(tmp_path))
     assert result["domain"] == "cpu_package" and result["source"] == "measured"
     assert result["holds"] is True and result["rho"] == pytest.approx(1.0)
     assert result["verdict"].startswith("holds")
@@ -248,33 +182,16 @@ def test_cpu_energy_following_latency_on_a_gpu_run(tmp_path):
 def test_a_constant_cpu_energy_cannot_follow_anything(tmp_path):
     study = study_of(tmp_path, sizes=(50, 100, 150), power_w=GPU_RAPL, device="cuda:0",
                      latency=lambda size, run: size / 1000 + run / 1e5)
-    result = report.cpu_follows_latency(study.runs)
+    result = findings.cpu_follows_latency(study)
     assert result["holds"] is None and math.isnan(result["rho"])
     assert result["verdict"].startswith("not testable")
-    assert report.spearman_pair(study.runs, "input_size", "latency_median_s")["rho"] > 0.9  # sizes tie over runs
+    assert findings.spearman_pair(study.wide(), "input_size", "latency_median_s")["rho"] > 0.9  # sizes tie over runs
 
 
 def test_spearman_pair_needs_three_runs_that_vary():
     runs = pd.DataFrame({"x": [1, 2, np.nan, 4], "y": [1.0, 2.0, 3.0, np.nan]})
-    assert math.isnan(report.spearman_pair(runs, "x", "y")["rho"])
+    assert math.isnan(findings.spearman_pair(runs, "x", "y")["rho"])
     runs = pd.DataFrame({"x": [1, 2, 3, 4], "y": [1.0, 3.0, 2.0, 4.0]})
-    assert report.spearman_pair(runs, "x", "y") == pytest.approx({"rho": 0.8, "p": 0.2, "n": 4})
+    assert findings.spearman_pair(runs, "x", "y") == pytest.approx({"rho": 0.8, "p": 0.2, "n": 4})
 
 
-# ---------------------------------------------------------------- notebook plumbing
-
-def test_figure_png_and_display_path(tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(2, 1))
-    fig.subplots().plot([0, 1])
-    assert report.figure_png(fig, dpi=50).startswith(b"\x89PNG")
-    (tmp_path / "notebooks").mkdir()
-    monkeypatch.chdir(tmp_path / "notebooks")
-    assert report.display_path(tmp_path / "results" / "bert") == "../results/bert"
-
-
-def test_short_warnings_drop_the_file_but_keep_the_warning(monkeypatch):
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    report.short_warnings()
-    assert warnings.formatwarning("no GPU", UserWarning, "/some/file.py", 3) == "UserWarning: no GPU\n"
