@@ -71,46 +71,63 @@ def compare(study: Study, baseline: str | Mapping[str, object] | None = None, by
     names = pd.Series([_text(by, values) for values in runs[by].itertuples(index=False, name=None)],
                       index=runs["run_id"].to_numpy())
     chosen, wanted = _baseline_runs(study, baseline, names)
+    group_of = runs.groupby(within, sort=True, dropna=False).ngroup() if within else pd.Series(0, index=runs.index)
+    runs = runs.assign(group=group_of.to_numpy(), configuration=names.to_numpy(), chosen=chosen.to_numpy())
     domains = list(domains) if domains is not None else [*headline_domains(study), "clock"]
     rows = study.select(list(quantities), domains)
-    rows = rows.assign(configuration=names.reindex(rows["run_id"]).to_numpy())
-    keys = [(d, q) for q in quantities for d in domains]
-    groups = [((), runs)] if not within else runs.groupby(within, sort=True, dropna=False)
-    parts, missing, alone = [], [], []
-    for point, group in groups:
-        point = point if isinstance(point, tuple) else (point,)
+    keyed = runs.set_index("run_id")
+    rows = rows.assign(group=keyed["group"].reindex(rows["run_id"]).to_numpy(),
+                       configuration=keyed["configuration"].reindex(rows["run_id"]).to_numpy())
+    values = dict(iter(rows.groupby(["group", "configuration", "domain", "quantity"], observed=True, sort=False)))
+    figures = [(d, q) for q in quantities for d in domains]
+    options = {"paired": paired, "n_boot": n_boot, "confidence": confidence, "seed": seed}
+    parts, missing = [], []
+    for number, group in runs.groupby("group", sort=True):
+        point = tuple(group[within].iloc[0])
         where = _text(within, point)
-        of_group = names.loc[group["run_id"]].to_numpy()
-        base = _baseline_of(of_group, chosen.loc[group["run_id"]].to_numpy(), wanted, where)
-        configurations = [c for c in dict.fromkeys(of_group) if c != base]
-        if base is None or not configurations:
-            (missing if base is None else alone).append(where)
+        base = _baseline_of(group["configuration"].to_numpy(), group["chosen"].to_numpy(), wanted, where)
+        if base is None:
+            missing.append(where)
             continue
-        group_rows = rows[rows["run_id"].isin(group["run_id"])]
-        base_runs = group[of_group == base]
-        for configuration in configurations:
-            side_runs = group[of_group == configuration]
-            pairs = _pairing(side_runs, base_runs, paired, f"{configuration} and {base} at {where}")
-            for domain, quantity in keys:
-                side = group_rows[(group_rows["configuration"] == configuration) & (group_rows["domain"] == domain)
-                                  & (group_rows["quantity"] == quantity)]
-                against = group_rows[(group_rows["configuration"] == base) & (group_rows["domain"] == domain)
-                                     & (group_rows["quantity"] == quantity)]
-                if side.empty and against.empty:
-                    continue
-                rng = np.random.default_rng([seed, zlib.crc32(repr((point, configuration, base)).encode())])
-                row = _ratio(side, against, pairs, n_boot=n_boot, confidence=confidence, rng=rng)
-                row.update(zip(within, point))
-                row.update(configuration=configuration, baseline=base, domain=domain, quantity=quantity,
-                           hardware=_hardware(side_runs, base_runs, domain))
-                parts.append(row)
+        for row in _compare_group(group, base, figures, {k[1:]: v for k, v in values.items() if k[0] == number},
+                                  where, **options):
+            parts.append({**dict(zip(within, point)), **row})
     if not parts:
-        raise ValueError(f"nothing to compare: {_nothing_why(names, missing, alone, wanted, within)}")
+        raise ValueError(f"nothing to compare: {_nothing_why(names, missing, wanted, within)}")
     if missing:
         warn(f"compare: no baseline ({wanted}) at {'; '.join(missing)}: the configurations there are not compared")
     table = pd.DataFrame(parts, columns=[*within, *COMPARISON_COLUMNS])
     table[["n", "n_baseline"]] = table[["n", "n_baseline"]].astype(int)
     return table
+
+
+def _compare_group(runs: pd.DataFrame, base: str, figures: list[tuple[str, str]], values: dict[tuple, pd.DataFrame],
+                   where: str, *, paired: bool | None, n_boot: int, confidence: float, seed: int) -> list[dict]:
+    """The rows of one group: each configuration of its ``runs`` but ``base`` against ``base``, for every
+    (domain, quantity) of ``figures`` either side has; ``values[(configuration, domain, quantity)]``: the long
+    rows of a side."""
+    out = []
+    base_runs = runs[runs["configuration"] == base]
+    for configuration in dict.fromkeys(runs["configuration"]):
+        if configuration == base:
+            continue
+        side_runs = runs[runs["configuration"] == configuration]
+        pairs = _pairing(side_runs, base_runs, paired, f"{configuration} and {base} at {where}")
+        for domain, quantity in figures:
+            side, against = values.get((configuration, domain, quantity)), values.get((base, domain, quantity))
+            if side is None and against is None:
+                continue
+            rng = np.random.default_rng([seed, zlib.crc32(repr((where, configuration, base)).encode())])
+            row = _ratio(_or_empty(side, against), _or_empty(against, side), pairs, n_boot=n_boot,
+                         confidence=confidence, rng=rng)
+            out.append({"configuration": configuration, "baseline": base, "domain": domain, "quantity": quantity,
+                        **row, "hardware": _hardware(side_runs, base_runs, domain)})
+    return out
+
+
+def _or_empty(rows: pd.DataFrame | None, like: pd.DataFrame) -> pd.DataFrame:
+    """``rows``, or none of the rows of ``like`` when it is None."""
+    return like.iloc[:0] if rows is None else rows
 
 
 def _compared(study: Study, by: Sequence[str] | None) -> list[str]:
@@ -205,31 +222,35 @@ def _baseline_of(names: np.ndarray, chosen: np.ndarray, wanted: str, where: str)
 
 def _pairing(side: pd.DataFrame, base: pd.DataFrame, paired: bool | None, what: str) -> bool:
     """Whether the runs of two sides are compared in pairs of one run index (see ``compare``)."""
-    unique = side["run"].is_unique and base["run"].is_unique
+    runs_a, runs_b = set(side["run"]), set(base["run"])
+    unique = len(runs_a) == len(side) and len(runs_b) == len(base)
     if paired is True and not unique:
         raise ValueError(f"cannot pair {what}: a run index appears twice on one side (runs pooled over a "
                          f"dimension); group by it with within=")
     if paired is not None:
         return paired
-    both = pd.concat([side, base])
-    return bool(unique and "order" in both and (both["order"] == INTERLEAVED).all() and both["label"].nunique() == 1
-                and set(side["run"]) == set(base["run"]))
+    one_sweep = "order" in side and {*side["order"], *base["order"]} == {INTERLEAVED} \
+        and len({*side["label"], *base["label"]}) == 1
+    return bool(unique and one_sweep and runs_a == runs_b)
 
 
 def _ratio(side: pd.DataFrame, against: pd.DataFrame, paired: bool, *, n_boot: int, confidence: float,
            rng: np.random.Generator) -> dict:
-    """The comparison of one quantity: the runs and median of each side, the ratio, its CI and verdict."""
-    a = side.set_index("run")["value"].dropna()
-    b = against.set_index("run")["value"].dropna()
+    """The comparison of one quantity (long rows of each side): the runs and median of each side, the ratio,
+    its CI and verdict."""
+    a, b = side["value"].to_numpy(dtype=float), against["value"].to_numpy(dtype=float)
     if paired:
-        a, b = a.align(b, join="inner")
-    a, b = a.to_numpy(), b.to_numpy()
+        _, i, j = np.intersect1d(side["run"].to_numpy(), against["run"].to_numpy(), return_indices=True)
+        a, b = a[i], b[j]
+        sound = ~np.isnan(a) & ~np.isnan(b)
+        a, b = a[sound], b[sound]
+    else:
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     sources = (agreed(side["source"]), agreed(against["source"]))
     row = {"n": len(a), "n_baseline": len(b), "median": np.median(a) if len(a) else np.nan,
            "median_baseline": np.median(b) if len(b) else np.nan, "ratio": np.nan, "ci_low": np.nan,
            "ci_high": np.nan, "ci_reliable": min(len(a), len(b)) >= MIN_RUNS_FOR_CI, "paired": paired,
-           "source": agreed(pd.concat([side["source"], against["source"]]).astype(object)),
-           "unit": agreed(pd.concat([side["unit"], against["unit"]]).astype(object))}
+           "source": agreed(sources), "unit": agreed([*side["unit"], *against["unit"]])}
     if not len(a) or not len(b):
         return {**row, "verdict": "not on both sides"}
     if (a <= 0).any() or (b <= 0).any():
@@ -257,7 +278,7 @@ def _hardware(side: pd.DataFrame, base: pd.DataFrame, domain: str) -> str | None
     return a if a == b else f"{a or 'unknown'} vs {b or 'unknown'}"
 
 
-def _nothing_why(names: pd.Series, missing: list[str], alone: list[str], wanted: str, within: list[str]) -> str:
+def _nothing_why(names: pd.Series, missing: list[str], wanted: str, within: list[str]) -> str:
     configurations = list(dict.fromkeys(names))
     if len(configurations) == 1:
         return f"one configuration only ({configurations[0]})"

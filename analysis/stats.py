@@ -10,7 +10,7 @@ constants (iterations, warm-up, period, parameters, FLOPs) are never summarised.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,9 +134,9 @@ def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequ
     return out
 
 
-def agreed(values: pd.Series) -> object:
+def agreed(values: Iterable) -> object:
     """The one value of ``values`` (NaN and None aside), ``mixed`` when they differ, None when there is none."""
-    distinct = values.dropna().unique()
+    distinct = pd.Series(list(values), dtype=object).dropna().unique()
     return distinct[0] if len(distinct) == 1 else ("mixed" if len(distinct) else None)
 
 

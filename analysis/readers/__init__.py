@@ -61,7 +61,8 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
             raise NoUsableRuns(f"{root}: not a folder")
         if root.resolve() in map(Path.resolve, paths[:i]):
             raise ValueError(f"{root}: given twice")
-        found = _walk(root, labels[i] if labels else None, model, include_incomplete, seen)
+        # under labels given, a label may gather several paths: a run is a duplicate across them
+        found = _walk(root, labels[i] if labels else None, model, include_incomplete, seen if labels else {})
         if labels is None:
             for label in dict.fromkeys(record["label"] for record in found):
                 if root_of.setdefault(label, root) != root:
