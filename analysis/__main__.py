@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import export, metadata
-from .compare import DEFAULT_QUANTITIES, compare
+from .comparison import DEFAULT_QUANTITIES, compare
 from .problems import AnalysisWarning, NoUsableRuns
 from .stats import summarize
 from .tables import load_study

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis import AnalysisWarning, Study, load_study, summarize
-from analysis.compare import COMPARISON_COLUMNS, compare
+from analysis.comparison import COMPARISON_COLUMNS, compare
 from analysis.stats import bootstrap_ratio_ci
 from measure import runtree
 from treegen import write_run
