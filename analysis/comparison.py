@@ -13,7 +13,7 @@ baseline of its own group (same model, same input size, ...). One row per
 median of each side, ``ratio`` = median / baseline median, and the percentile
 bootstrap CI of that ratio (``stats.bootstrap_ratio_ci``), paired where the
 runs were interleaved. The method and the columns: docs/tables.md,
-"Comparisons".
+"compare".
 """
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ def compare(study: Study, baseline: str | Mapping[str, object] | None = None, by
             domains: Sequence[str] | None = None, paired: bool | None = None, n_boot: int = 2000,
             confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Each configuration against the baseline of its group: a long table, ``within`` columns then
-    ``COMPARISON_COLUMNS`` (docs/tables.md, "Comparisons").
+    ``COMPARISON_COLUMNS`` (docs/tables.md, "compare"), one row per (group, configuration other than the
+    baseline, domain, quantity) either side has. ``median`` and ``median_baseline`` are in ``unit``;
+    ``ratio`` = median / median_baseline; ``ci_low``, ``ci_high``: its percentile bootstrap CI at
+    ``confidence`` from ``n_boot`` resamples (``stats.bootstrap_ratio_ci``); ``verdict``: ``lower`` /
+    ``higher`` when the CI is below / above 1, ``no difference shown`` when it holds 1, the two sources
+    added when they differ (``lower (estimated vs measured)``).
 
     ``by``: the compared dimensions (default: every dimension that varies but
     ``model``, ``task`` and ``input_size``, and ``label`` too when the others
@@ -65,6 +70,8 @@ def compare(study: Study, baseline: str | Mapping[str, object] | None = None, by
     baseline matching several configurations or part of one, runs that cannot
     be paired when ``paired=True``, or nothing to compare.
     """
+    quantities = [quantities] if isinstance(quantities, str) else list(quantities)
+    domains = [domains] if isinstance(domains, str) else domains
     runs = study.runs
     by = _compared(study, by)
     within = _grouping(study, by, within)
@@ -74,7 +81,7 @@ def compare(study: Study, baseline: str | Mapping[str, object] | None = None, by
     group_of = runs.groupby(within, sort=True, dropna=False).ngroup() if within else pd.Series(0, index=runs.index)
     runs = runs.assign(group=group_of.to_numpy(), configuration=names.to_numpy(), chosen=chosen.to_numpy())
     domains = list(domains) if domains is not None else [*headline_domains(study), "clock"]
-    rows = study.select(list(quantities), domains)
+    rows = study.select(quantities, domains)
     keyed = runs.set_index("run_id")
     rows = rows.assign(group=keyed["group"].reindex(rows["run_id"]).to_numpy(),
                        configuration=keyed["configuration"].reindex(rows["run_id"]).to_numpy())
