@@ -1,22 +1,27 @@
-"""Wide tables at the edges: the seed's per-model summary CSV (one row per point, one column per median).
+"""The edges: files for other tools, and tables for people.
 
 Between steps the analysis keeps long tables; a spreadsheet, the seed study's
 CSV and people reading a terminal want one row per point. ``wide_summary``
 makes that row from a long summary: ``<domain>_<quantity>_<statistic>``
 columns (the quantity alone for latencies), each energy domain's ``source``
 and ``method``, ``n_runs``, and the run constants of the point as they are
-(never summarised; NaN where they differ between its runs).
+(never summarised; NaN where they differ between its runs). ``headline`` and
+``comparison_text`` are tables to read; ``write_tables`` writes the tidy
+tables as they are (CSV or parquet) for other tools.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .stats import MIN_RUNS_FOR_CI
+from .stats import MIN_RUNS_FOR_CI, summarize
 from .tables import Study, wide_name
+
+FORMATS = ("csv", "parquet")
 
 CONSTANTS = ["iterations", "warmup", "period_s", "params", "flops_per_inference"]
 SEED_STATISTICS = ("median", "iqr", "ci_low", "ci_high", "n")
@@ -81,3 +86,88 @@ def round_sig(value: float, sig: int = 3) -> float:
     if value is None or not np.isfinite(value) or value == 0:
         return value
     return round(float(value), sig - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def write_tables(study: Study, folder: str | Path, file_format: str = "csv",
+                 by: Sequence[str] | None = None) -> list[Path]:
+    """Write ``runs``, ``quantities`` and the long ``summary`` (``summarize(study, by)``) of ``study`` as
+    ``folder/{runs,quantities,summary}.{csv,parquet}`` (``folder`` is made if absent; files there are replaced)
+    and return their paths.
+
+    The tables are written as they are: units in column names (``window_s``) or
+    in the ``unit`` column of long rows, ``source`` and ``method`` beside every
+    value. Parquet keeps the column types (categories included) and reads back
+    equal with ``pandas.read_parquet``; it needs ``pyarrow`` (``ImportError``
+    saying how to install it otherwise). Raises ``ValueError`` for another
+    format, ``OSError`` when ``folder`` cannot be written.
+    """
+    if file_format not in FORMATS:
+        raise ValueError(f"unknown format {file_format!r} (formats: {', '.join(FORMATS)})")
+    if file_format == "parquet":
+        require_pyarrow()
+    tables = {"runs": study.runs, "quantities": study.quantities, "summary": summarize(study, by=by)}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, table in tables.items():
+        path = folder / f"{name}.{file_format}"
+        if file_format == "csv":
+            table.to_csv(path, index=False)
+        else:
+            table.to_parquet(path, engine="pyarrow", index=False)
+        paths.append(path)
+    return paths
+
+
+def require_pyarrow() -> None:
+    """Raise ``ImportError`` saying how to install pyarrow when it is missing."""
+    try:
+        import pyarrow  # noqa: F401  (pandas writes parquet through it)
+    except ImportError:
+        raise ImportError("parquet needs pyarrow: pip install 'pyarrow>=14'") from None
+
+
+def comparison_text(comparison: pd.DataFrame, sig: int = 3) -> str:
+    """A ``compare`` table to read: one block per group (its grouping dimensions on a line), then one aligned
+    line per row: configuration, baseline, domain and quantity, runs on each side (``paired``), both medians
+    with their unit, the ratio and its 95 % CI (``(n < 5)`` after a CI from too few runs to trust), the
+    verdict, source and hardware. Numbers are rounded to ``sig`` significant digits."""
+    within = list(comparison.columns[: comparison.columns.get_loc("configuration")])
+
+    def value(v: float, unit: object) -> str:
+        return "" if pd.isna(v) else f"{round_sig(v, sig):g} {unit}"
+
+    def interval(row: pd.Series) -> str:
+        if pd.isna(row["ci_low"]):
+            return ""
+        text = f"[{round_sig(row['ci_low'], sig):g}, {round_sig(row['ci_high'], sig):g}]"
+        return text + ("" if row["ci_reliable"] else f" (n < {MIN_RUNS_FOR_CI})")
+
+    columns = {
+        "configuration": comparison["configuration"], "baseline": comparison["baseline"],
+        "domain": comparison["domain"].astype(str), "quantity": comparison["quantity"].astype(str),
+        "runs": [f"{n} vs {m}" + (" paired" if p else "") for n, m, p in
+                 zip(comparison["n"], comparison["n_baseline"], comparison["paired"])],
+        "median": [value(v, u) for v, u in zip(comparison["median"], comparison["unit"])],
+        "baseline median": [value(v, u) for v, u in zip(comparison["median_baseline"], comparison["unit"])],
+        "ratio": ["" if pd.isna(r) else f"{round_sig(r, sig):g}" for r in comparison["ratio"]],
+        "95% CI of ratio": [interval(row) for _, row in comparison.iterrows()],
+        "verdict": comparison["verdict"], "source": comparison["source"].fillna(""),
+        "hardware": comparison["hardware"].fillna(""),
+    }
+    right = {"runs", "median", "baseline median", "ratio"}
+    cells = {name: [str(v) for v in values] for name, values in columns.items()}
+    widths = {name: max(len(name), *map(len, values)) for name, values in cells.items()}
+
+    def line(texts: dict[str, str]) -> str:
+        return "  ".join(t.rjust(widths[n]) if n in right else t.ljust(widths[n]) for n, t in texts.items()).rstrip()
+
+    lines = ["  " + line({name: name for name in cells})]
+    groups = comparison.groupby(within, sort=False, dropna=False) if within else [((), comparison)]
+    for point, group in groups:
+        point = point if isinstance(point, tuple) else (point,)
+        if within:
+            lines.append(", ".join(f"{d}={v}" for d, v in zip(within, point)))
+        lines += ["  " + line({name: cells[name][i] for name in cells}) for i in
+                  comparison.index.get_indexer(group.index)]
+    return "\n".join(lines)

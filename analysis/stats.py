@@ -1,4 +1,5 @@
-"""Statistics over runs, in long form: medians, IQR, bootstrap CIs of the median, Spearman correlations.
+"""Statistics over runs, in long form: medians, IQR, bootstrap CIs of the median and of a ratio of medians,
+Spearman correlations.
 
 A summary row describes one quantity of one domain at one point (a value of
 every grouping dimension) over its runs: ``n`` runs with a value, ``median``,
@@ -9,7 +10,7 @@ constants (iterations, warm-up, period, parameters, FLOPs) are never summarised.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,35 @@ def bootstrap_median_ci(values: np.ndarray, *, n_boot: int = 2000, confidence: f
     for c in np.flatnonzero(np.isnan(low) & ~np.isnan(medians).all(axis=0)):  # resamples with no sound value
         low[c], high[c] = np.quantile(medians[~np.isnan(medians[:, c]), c], [alpha, 1 - alpha])
     return low, high
+
+
+def bootstrap_ratio_ci(values: np.ndarray, baseline: np.ndarray, *, paired: bool = False, n_boot: int = 2000,
+                       confidence: float = 0.95, rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``median(values) / median(baseline)`` (two 1-D arrays of one quantity's
+    per-run values, no NaN, both positive for the ratio to mean anything).
+
+    Unpaired: each side is resampled on its own (``n_boot`` resamples of
+    ``len(values)`` and of ``len(baseline)`` values with replacement). Paired:
+    ``values[i]`` and ``baseline[i]`` come from the same run index and are
+    drawn together, so that a drift shared by both sides cancels in the ratio;
+    the arrays must then have one length. ``scipy.stats.bootstrap`` with
+    ``method="percentile"`` does the resampling. Returns ``(nan, nan)`` when a
+    side has fewer than two values; raises ``ValueError`` for paired arrays of
+    different lengths.
+    """
+    values, baseline = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    if paired and len(values) != len(baseline):
+        raise ValueError(f"paired bootstrap of {len(values)} and {len(baseline)} values: the lengths must agree")
+    if min(len(values), len(baseline)) < 2:
+        return np.nan, np.nan
+    result = stats.bootstrap((values, baseline), _ratio_of_medians, n_resamples=n_boot, vectorized=True,
+                             paired=paired, confidence_level=confidence, method="percentile",
+                             rng=rng if rng is not None else np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _ratio_of_medians(values: np.ndarray, baseline: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(values, axis=axis) / np.median(baseline, axis=axis)
 
 
 def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequence[str] | None = None,
@@ -112,6 +142,12 @@ def _group_cis(rows: pd.DataFrame, groups, sizes: pd.Series, n_boot: int, confid
             low[which[sound]], high[which[sound]] = bootstrap_median_ci(matrix[:, sound], n_boot=n_boot,
                                                                         confidence=confidence, rng=rng)
     return low, high
+
+
+def agreed(values: Iterable) -> object:
+    """The one value of ``values`` (NaN and None aside), ``mixed`` when they differ, None when there is none."""
+    distinct = pd.Series(list(values), dtype=object).dropna().unique()
+    return distinct[0] if len(distinct) == 1 else ("mixed" if len(distinct) else None)
 
 
 def spearman(study: Study | pd.DataFrame, columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

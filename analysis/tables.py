@@ -31,7 +31,7 @@ ENERGY_QUANTITIES = {
     "gap_samples": "samples",
 }
 RUN_CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup",
-                 "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "format", "folder"]
+                 "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 LONG_COLUMNS = ["domain", "quantity", "value", "unit", "source", "method", "note"]
 
 

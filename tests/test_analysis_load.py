@@ -81,8 +81,8 @@ def test_tables_have_the_documented_columns(tmp_path):
     assert study.dimensions == identity[:-1] and study.identity == identity
     assert list(study.runs.columns) == [
         "run_id", *identity, "status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations",
-        "warmup", "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "format", "folder",
-        "window_complete"]
+        "warmup", "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "order", "format",
+        "folder", "window_complete"]
     assert list(study.quantities.columns) == ["run_id", *identity, "domain", "quantity", "value", "unit", "source",
                                               "method", "note"]
     assert list(study.latencies.columns) == [*identity, "iteration", "latency_s"]

@@ -9,10 +9,10 @@ at any depth.
 
 A record holds the run's identity (``label``, the identity dimensions of its
 ``meta.json``, ``run``), its constants (``iterations``, ``warmup``,
-``period_s``, ``params``, ``flops_per_inference``, ``weights``, hardware) and
-what the energy step needs (``sensors``: ``{domain: {source,
-counter_wrap_j, ...}}``; ``idle``: the idle recording or the baseline given;
-``gpu_domain``: the GPU the model ran on).
+``period_s``, ``params``, ``flops_per_inference``, ``weights``, hardware, the
+sweep's ``order``) and what the energy step needs (``sensors``: ``{domain:
+{source, counter_wrap_j, ...}}``; ``idle``: the idle recording or the baseline
+given; ``gpu_domain``: the GPU the model ran on).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ SAMPLES_FILE = runtree.SAMPLES_FILE
 # Identity columns in display order; a tree may add dimensions of its own (appended in name order).
 DIMENSIONS = ["model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device"]
 CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup", "period_s",
-             "params", "flops_per_inference", "logical_cpus", "format", "folder"]
+             "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 
 
 def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, model: str | None = None,
@@ -44,19 +44,31 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     Each path is a tree or a folder of trees; a run's ``label`` is the folder of
     its tree (the nearest folder above it holding ``study.json``) relative to the
     path given, else the path's own name, or ``labels[i]`` for every run under
-    ``paths[i]``. Runs not ``complete`` are left out (one warning) unless
-    ``include_incomplete``; a run found twice in one label (same identity and
-    run) is counted once, the second folder named in a warning.
-    Raises ``NoUsableRuns`` when no run is found.
+    ``paths[i]``. The same identity and run under two labels are two runs. Runs
+    not ``complete`` are left out (one warning) unless ``include_incomplete``; a
+    run found twice under one label (same identity and run) is counted once,
+    the second folder named in a warning.
+    Raises ``ValueError`` when the number of ``labels`` is not that of ``paths``
+    or when two of ``paths`` would give the same default label (name them with
+    ``labels``), ``NoUsableRuns`` when no run is found.
     """
     if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} trees")
-    records = []
+        raise ValueError(f"{len(labels)} labels for {len(paths)} trees: give one label per tree")
+    records, root_of, seen = [], {}, {}
     for i, root in enumerate(paths):
         root = Path(root)
         if not root.is_dir():
             raise NoUsableRuns(f"{root}: not a folder")
-        records += _walk(root, labels[i] if labels else None, model, include_incomplete)
+        if root.resolve() in map(Path.resolve, paths[:i]):
+            raise ValueError(f"{root}: given twice")
+        # under labels given, a label may gather several paths: a run is a duplicate across them
+        found = _walk(root, labels[i] if labels else None, model, include_incomplete, seen if labels else {})
+        if labels is None:
+            for label in dict.fromkeys(record["label"] for record in found):
+                if root_of.setdefault(label, root) != root:
+                    raise ValueError(f"{root_of[label]} and {root} would both be labelled {label!r}: "
+                                     f"name the trees with labels (--labels)")
+        records += found
     if not records:
         where = ", ".join(str(p) for p in paths)
         raise NoUsableRuns(f"{where}: no usable run folder (none holds a readable {SAMPLES_FILE} and its metadata)")
@@ -69,8 +81,10 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host", "unavailable"]]
 
 
-def _walk(root: Path, label: str | None, model: str | None, include_incomplete: bool) -> list[dict]:
-    records, skipped, seen = [], [], {}
+def _walk(root: Path, label: str | None, model: str | None, include_incomplete: bool,
+          seen: dict[tuple, Path]) -> list[dict]:
+    """The records of the runs under ``root``; ``seen``: the folder of each (label, identity, run) kept so far."""
+    records, skipped = [], []
     tree_of: dict[Path, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort(key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])

@@ -56,7 +56,7 @@ def record(folder: Path) -> dict | None:
         "period_s": meta.get("period_s"), "params": meta.get("params"),
         "flops_per_inference": meta.get("flops_per_inference"), "gpu_domain": gpu_domain,
         "hardware_gpu": names.get(gpu_domain), "hardware_cpu": host.get("cpu_model"),
-        "logical_cpus": host.get("logical_cpus"), "sensors": _renamed_sensors(meta.sensors),
+        "logical_cpus": host.get("logical_cpus"), "order": meta.get("order"), "sensors": _renamed_sensors(meta.sensors),
         "host": host, "unavailable": meta.unavailable,
         "idle": {"recording": recording, "given_w": meta.idle_power_w},
     }
