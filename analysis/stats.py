@@ -117,7 +117,7 @@ def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequ
     table["iqr"] = quartiles[0.75] - quartiles[0.25]
     for label in ("unit", "source", "method"):
         first, distinct = groups[label].first(), groups[label].nunique()
-        table[label] = first.astype(object).where(distinct <= 1, "mixed")
+        table[label] = first.astype(object).where(distinct <= 1, "mixed").astype("category")
     table["ci_low"], table["ci_high"] = _group_cis(rows, groups, table["size"], n_boot, confidence,
                                                    np.random.default_rng(seed))
     table = table[table["n"] > 0].reset_index()
