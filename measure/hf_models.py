@@ -86,11 +86,14 @@ class TokenIds:
     @classmethod
     def from_tokenizer(cls, tokenizer, word: str = "yes") -> "TokenIds | None":
         """The ids of ``word`` (its last token) and of the special tokens the tokenizer adds around it;
-        None when the tokenizer's output does not hold the word's ids as they are."""
+        None when the tokenizer does not know the word (an empty vocabulary, which transformers builds for
+        a model saved without its tokenizer) or its output does not hold the word's ids as they are."""
         plain = tokenizer(word, add_special_tokens=False)["input_ids"]
         full = tokenizer(word)["input_ids"]
+        if not plain or tokenizer.unk_token_id in plain:
+            return None
         for start in range(len(full) - len(plain) + 1):
-            if plain and full[start:start + len(plain)] == plain:
+            if full[start:start + len(plain)] == plain:
                 return cls(plain[-1], tuple(full[:start]), tuple(full[start + len(plain):]), "tokenizer")
         return None
 
@@ -183,6 +186,7 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # a head initialised on a pretrained body is expected, not news
+    hf_logging.disable_progress_bar()  # loading local files needs no progress bar
 
 
 def build_hf(name: str, fallback=None) -> HFModel:

@@ -319,6 +319,11 @@ def count_flops(loaded: LoadedModel, inputs: ModelInputs) -> int | None:
 
 
 def count_params(loaded: LoadedModel) -> int | None:
-    """Parameters of an ``nn.Module``; None for a plain callable."""
+    """Parameters of an ``nn.Module``; None for a plain callable, or a quantized model (its weights are
+    packed inside quantized kernels, not parameters)."""
     module = loaded.module
-    return sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else None
+    if not isinstance(module, torch.nn.Module):
+        return None
+    count = sum(p.numel() for p in module.parameters())
+    quantized = any(isinstance(t, torch.Tensor) and t.is_quantized for t in module.state_dict().values())
+    return None if quantized and not count else count
