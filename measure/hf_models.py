@@ -53,7 +53,6 @@ from .size_probe import size_range
 
 FILLER_TOKEN_ID = 1000
 BERT_NAME = "bert-base-uncased"
-BERT_MAX_TOKENS = 510  # 512 positions minus [CLS] and [SEP]
 # bert-base-uncased vocabulary ids: the seed's input is "yes " repeated n times.
 CLS_ID, SEP_ID, YES_ID = 101, 102, 2748
 KIND_TASKS = {"decoder": "nlp", "encoder": "nlp", "image": "vision"}
@@ -99,15 +98,16 @@ class TokenIds:
 
     @classmethod
     def from_config(cls, config, kind: str) -> "TokenIds":
-        """``FILLER_TOKEN_ID`` between the config's special tokens: ``bos_token_id`` first, and for an
-        encoder ``eos_token_id`` last, each where the config sets it."""
+        """``FILLER_TOKEN_ID`` between the special tokens of the config (its text part, for a multimodal
+        one): ``bos_token_id`` first, and for an encoder ``eos_token_id`` last, each where it is set."""
         def first(value):
             return value[0] if isinstance(value, (list, tuple)) else value
 
-        bos, eos = first(getattr(config, "bos_token_id", None)), first(getattr(config, "eos_token_id", None))
+        text = config.get_text_config()
+        bos, eos = first(getattr(text, "bos_token_id", None)), first(getattr(text, "eos_token_id", None))
         prefix = (bos,) if bos is not None else ()
         suffix = (eos,) if eos is not None and kind == "encoder" else ()
-        return cls(min(FILLER_TOKEN_ID, config.vocab_size - 1), prefix, suffix, "config")
+        return cls(min(FILLER_TOKEN_ID, text.vocab_size - 1), prefix, suffix, "config")
 
 
 @dataclass
@@ -143,8 +143,7 @@ def kind_of(config, name: str) -> tuple[str, type]:
         raise ModelError(f"hf:{name} is an encoder-decoder model ({type(config).__name__}); only text encoders, "
                          "text decoders and image classifiers are supported")
     if model_type in names["causal"] and model_type not in names["masked"]:
-        kind = "decoder"
-        class_name = names["causal"][model_type]
+        kind, class_name = "decoder", names["causal"][model_type]
     elif model_type in names["encoder"]:
         kind, class_name = "encoder", names["encoder"][model_type]
     elif model_type in names["image"]:
@@ -200,28 +199,33 @@ def build_hf(name: str, fallback=None) -> HFModel:
     kind, model_class = kind_of(config, name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = None
-        if cached:
-            try:
-                module = model_class.from_pretrained(name, local_files_only=True, dtype=torch.float32)
-                weights, notice, source = "pretrained", None, f"{name} from the local cache"
-            except OSError:
-                notice = f"the weights of {name} are not in the local Hugging Face cache (its config is); " \
-                         "using random weights"
-                source = f"{name}'s cached config"
-        else:
-            notice = (f"pretrained {name} not in the local Hugging Face cache; using random weights with "
-                      f"transformers' default {type(config).__name__}()")
-            source = f"default {type(config).__name__}()"
+        module = _cached_model(model_class, name) if cached else None
+        weights = "pretrained" if module is not None else "random"
         if module is None:
-            module, weights = model_class(config).to(torch.float32), "random"
+            module = model_class(config).to(torch.float32)
     module.eval()
+    if not cached:
+        source = f"default {type(config).__name__}()"
+        notice = (f"pretrained {name} not in the local Hugging Face cache; "
+                  f"using random weights with transformers' {source}")
+    elif weights == "random":
+        source = f"{name}'s cached config"
+        notice = f"the weights of {name} are not in the local Hugging Face cache (its config is); using random weights"
+    else:
+        source, notice = f"{name} from the local cache", None
     token_ids = None
     if kind != "image":
         tokenizer = _cached_tokenizer(name) if cached else None
         token_ids = (TokenIds.from_tokenizer(tokenizer) if tokenizer is not None else None) \
             or TokenIds.from_config(config, kind)
     return HFModel(module, config, kind, weights, notice, token_ids, source)
+
+
+def _cached_model(model_class: type, name: str) -> torch.nn.Module | None:
+    try:
+        return model_class.from_pretrained(name, local_files_only=True, dtype=torch.float32)
+    except OSError:  # the config is cached, the weights are not
+        return None
 
 
 def _cached_tokenizer(name: str):
@@ -236,7 +240,7 @@ def _cached_tokenizer(name: str):
 def max_tokens(model: HFModel) -> int | None:
     """The most content tokens ``model`` takes: its position table minus the special tokens and, where
     positions are numbered after the padding id (RoBERTa), ``padding_idx + 1``; None without a table."""
-    positions = getattr(model.config, "max_position_embeddings", None)
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if positions is None:
         return None
     offset = next((sub.padding_idx + 1 for path, sub in model.module.named_modules()

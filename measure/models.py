@@ -292,12 +292,12 @@ def user_model(module: Callable, input_factory: InputFactory, *, name: str | Non
     loaded = LoadedModel(label, task, module, "user", None, input_factory, size_unit, min_size, max_size,
                          description=f"the user's {type(module).__name__}")
     for batch_size in (1, 2):
-        tensors = loaded.inputs(min_size, batch_size, "cpu").tensors()
-        if not tensors:
+        inputs = loaded.inputs(min_size, batch_size, "cpu")
+        if not inputs.tensors():
             raise ModelError(f"the input factory of {label} returned no tensor")
-        if tensors[0].dim() == 0 or tensors[0].shape[0] != batch_size:
+        if inputs.shape is not None and inputs.shape[:1] != [batch_size]:
             raise ModelError(f"the input factory of {label} must put the batch first: shape "
-                             f"{list(tensors[0].shape)} for a batch of {batch_size}")
+                             f"{inputs.shape} for a batch of {batch_size}")
     return loaded
 
 

@@ -147,6 +147,7 @@ def load_torchvision(name: str, label: str | None = None) -> LoadedModel:
     if family == "optical_flow":
         sizes, multiple = (declared, None), FLOW_MULTIPLE
     else:
+        # detectors' post-processing depends on values and quantized kernels have no meta version: no trial
         probed = (None if family in ("detection", "quantization")
                   else size_range(module, make_inputs, declared, bisect=False))
         sizes, multiple = probed or (declared, None), 1

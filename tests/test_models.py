@@ -127,7 +127,8 @@ def test_torchvision_detectors_with_frozen_backbone_norms_keep_the_pretrained_ar
     assert count_params(model) == torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision quantizes through torch.ao.quantization
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision quantizes through torch.ao.quantization,
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # whose quantized tensors are deprecated
 def test_torchvision_quantized_models_run_on_the_cpu():
     model = loaded("torchvision:quantized_shufflenet_v2_x0_5")
     assert_weights_recorded(model)
@@ -281,6 +282,15 @@ def test_hf_weights_are_float32_whatever_the_checkpoint_holds(saved):
     assert "from the config" in model.description  # no tokenizer saved
 
 
+def test_hf_cached_config_without_weights_gets_random_weights(tmp_path):
+    tiny_bert().save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}")
+    assert model.weights == "random"
+    assert model.weights_notice == (f"the weights of {tmp_path} are not in the local Hugging Face cache "
+                                    "(its config is); using random weights")
+    assert forward(model, 2)[1].logits.shape == (2, 2)
+
+
 def test_hf_positions_numbered_after_padding_shorten_the_input(saved):
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
@@ -367,6 +377,12 @@ def test_user_model_positional_and_keyword_inputs():
     inputs, out = forward(user_model(Pair(), named), 3)
     assert set(inputs.kwargs) == {"left", "right"} and (out == 1).all()
     assert count_flops(user_model(Pair(), named), inputs) is None  # an addition: nothing FlopCounterMode counts
+
+    def images(size, batch):  # a list of images, as torchvision's detectors take them
+        return ([torch.ones(3, size, size) for _ in range(batch)],)
+
+    inputs, out = forward(user_model(lambda images: torch.stack(images).sum(), images, name="list"), 4)
+    assert inputs.shape == [2, 3, 4, 4] and out.item() == 2 * 3 * 4 * 4
 
 
 @pytest.mark.parametrize("factory, match", [
