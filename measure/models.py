@@ -2,26 +2,31 @@
 
 A ``LoadedModel`` is a module (or any callable) in eval mode on the CPU, with an
 input factory ``(input_size, batch_size) -> ModelInputs`` and what the size
-means (pixels, tokens). ``load_model(name)`` builds the seed's models by name;
-``user_model(module, input_factory)`` wraps the user's own.
+means (pixels, tokens). ``load_model(name)`` builds a model by name:
+
+- ``alexnet``, ``resnet50``, ``bert``: the seed study's models;
+- ``torchvision:<name>``: any of ``torchvision.models.list_models()`` (``measure.tv_models``);
+- ``hf:<id or architecture>``: a Hugging Face model in the local cache, or a
+  ``transformers`` architecture with its default configuration (``measure.hf_models``).
+
+``user_model(module, input_factory)`` wraps the user's own. ``model_help()`` is
+the text that lists these families.
 
 Pretrained weights are used when they are already in the local torch or
 Hugging Face cache (nothing is downloaded); otherwise the same architecture is
-randomly initialised and the run's metadata says so. Energy and latency depend
-on the architecture and the input size, not on the weight values.
+randomly initialised (from a fixed seed) and the model's ``weights_notice``
+says so. Energy and latency depend on the architecture and the input size, not
+on the weight values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping, Sequence, Union
 
 import torch
 
-BERT_NAME = "bert-base-uncased"
-BERT_MAX_TOKENS = 510  # 512 positions minus [CLS] and [SEP]
-# bert-base-uncased vocabulary ids: the input is "yes " repeated n times.
-CLS_ID, SEP_ID, YES_ID = 101, 102, 2748
+TORCHVISION_PREFIX = "torchvision:"
+HF_PREFIX = "hf:"
 
 
 class ModelError(ValueError):
@@ -30,19 +35,28 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """The positional and keyword tensors of one forward pass: ``module(*args, **kwargs)``."""
+    """The positional and keyword inputs of one forward pass: ``module(*args, **kwargs)``.
+
+    Values are tensors, lists of tensors (a detection model's images) or plain
+    values passed as they are (a flag such as ``interpolate_pos_encoding=True``).
+    """
 
     args: tuple = ()
     kwargs: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
     def of(cls, value: object) -> "ModelInputs":
-        """Inputs from what an input factory returned: a tensor, a tuple/list (positional), a dict (keyword)."""
+        """Inputs from what an input factory returned: a tensor, a tuple/list (positional), a dict (keyword).
+
+        Raises ``ModelError`` for anything else, or a dict whose keys are not strings.
+        """
         if isinstance(value, ModelInputs):
             return value
         if isinstance(value, torch.Tensor):
             return cls((value,))
         if isinstance(value, Mapping):
+            if not all(isinstance(key, str) for key in value):
+                raise ModelError(f"an input factory's dict must have argument names as keys, got {list(value)!r}")
             return cls((), dict(value))
         if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
             return cls(tuple(value))
@@ -50,11 +64,20 @@ class ModelInputs:
                          f"got {type(value).__name__}")
 
     def tensors(self) -> list[torch.Tensor]:
-        return [v for v in (*self.args, *self.kwargs.values()) if isinstance(v, torch.Tensor)]
+        """Every tensor, in argument order (those inside a list or tuple argument included)."""
+        found = []
+        for value in (*self.args, *self.kwargs.values()):
+            if isinstance(value, torch.Tensor):
+                found.append(value)
+            elif isinstance(value, (list, tuple)):
+                found.extend(v for v in value if isinstance(v, torch.Tensor))
+        return found
 
-    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> "ModelInputs":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ModelInputs":
         """On ``device``; floating-point tensors also cast to ``dtype`` when given (integer ids never are)."""
         def move(value):
+            if isinstance(value, (list, tuple)):
+                return type(value)(move(v) for v in value)
             if not isinstance(value, torch.Tensor):
                 return value
             cast = dtype if dtype is not None and value.is_floating_point() else None
@@ -64,9 +87,15 @@ class ModelInputs:
 
     @property
     def shape(self) -> list[int] | None:
-        """The shape of the first tensor (the image batch, the token ids), for ``meta.json``."""
-        tensors = self.tensors()
-        return list(tensors[0].shape) if tensors else None
+        """The shape of the first input, for ``meta.json``: the image batch, the token ids; a list of
+        same-shape tensors (a detection model's images) counts as their stack ``[len, *shape]``."""
+        for value in (*self.args, *self.kwargs.values()):
+            if isinstance(value, torch.Tensor):
+                return list(value.shape)
+            if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+                shapes = {tuple(v.shape) for v in value}
+                return [len(value), *shapes.pop()] if len(shapes) == 1 else None
+        return None
 
 
 InputFactory = Callable[[int, int], Union[ModelInputs, torch.Tensor, tuple, list, dict]]
@@ -74,124 +103,211 @@ InputFactory = Callable[[int, int], Union[ModelInputs, torch.Tensor, tuple, list
 
 @dataclass
 class LoadedModel:
-    """A model ready to measure. ``task``: ``vision``, ``nlp`` or ``custom``; ``size_unit``: what
-    ``input_size`` counts (``px``: image side; ``tokens``: sequence length)."""
+    """A model ready to measure.
+
+    ``task``: ``vision`` (images), ``video`` (clips), ``nlp`` (tokens) or ``custom``;
+    ``size_unit``: what ``input_size`` counts (``px``: image or frame side;
+    ``tokens``: sequence length without the special tokens); the sizes it takes
+    are ``min_size..max_size`` (``None``: no upper bound) in steps of
+    ``size_multiple``; ``description``: one line saying what exactly runs.
+    """
 
     name: str
     task: str
     module: Callable
     weights: str  # "pretrained", "random", or "user" for a module the user built
     weights_notice: str | None
-    make_inputs: InputFactory  # (input_size, batch_size) -> tensors on the CPU
+    make_inputs: InputFactory  # (input_size, batch_size) -> inputs on the CPU
     size_unit: str = "px"
     min_size: int = 1
     max_size: int | None = None
+    size_multiple: int = 1
+    description: str = ""
 
     def check_size(self, size: int) -> None:
+        """Raise ``ModelError`` (one line) if this model cannot take an input of ``size``."""
         if size < self.min_size:
             raise ModelError(f"{self.name} needs an input of at least {self.min_size} {self.size_unit}, got {size}")
         if self.max_size is not None and size > self.max_size:
             raise ModelError(f"{self.name} takes at most {self.max_size} {self.size_unit}, got {size}")
+        if size % self.size_multiple:
+            raise ModelError(f"{self.name} takes a multiple of {self.size_multiple} {self.size_unit}, got {size}")
 
-    def inputs(self, size: int, batch_size: int, device: torch.device,
+    def inputs(self, size: int, batch_size: int, device: torch.device | str,
                dtype: torch.dtype | None = None) -> ModelInputs:
-        """The inputs of one forward pass at ``size`` for a batch of ``batch_size``, on ``device``."""
+        """The inputs of one forward pass at ``size`` for a batch of ``batch_size``, on ``device``.
+
+        Raises ``ModelError`` (one line) for a size out of range or an input factory that fails.
+        """
         self.check_size(size)
-        return ModelInputs.of(self.make_inputs(size, batch_size)).to(device, dtype)
+        try:
+            made = self.make_inputs(size, batch_size)
+        except Exception as error:  # noqa: BLE001 - the user's factory: any failure is one line, not a traceback
+            raise ModelError(f"the input factory of {self.name} failed at size {size}, batch {batch_size}: "
+                             f"{one_line(error)}") from error
+        return ModelInputs.of(made).to(device, dtype)
 
     def __call__(self, inputs: ModelInputs):
         return self.module(*inputs.args, **inputs.kwargs)
 
 
-def _image_input(size: int, batch_size: int) -> ModelInputs:
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def image_batch(size: int, batch_size: int, channels: int = 3) -> torch.Tensor:
+    """A batch of ``size`` × ``size`` images, shape ``(batch_size, channels, size, size)``, float32,
+    standard normal values drawn from a generator seeded by ``size`` (the same images at every run)."""
     generator = torch.Generator().manual_seed(size)
-    return ModelInputs((torch.randn(batch_size, 3, size, size, generator=generator),))
-
-
-def _bert_ids(tokens: int, batch_size: int) -> ModelInputs:
-    ids = torch.tensor([[CLS_ID] + [YES_ID] * tokens + [SEP_ID]]).repeat(batch_size, 1)
-    return ModelInputs((), {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-
-
-def _torchvision(name: str, builder, weights_enum, min_size: int) -> LoadedModel:
-    weights = weights_enum.DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if cached.exists():
-        return LoadedModel(name, "vision", builder(weights=weights), "pretrained", None, _image_input, "px", min_size)
-    notice = f"pretrained {name} weights not in the local cache ({cached.name}); using random weights"
-    return LoadedModel(name, "vision", builder(weights=None), "random", notice, _image_input, "px", min_size)
+    return torch.randn(batch_size, channels, size, size, generator=generator)
 
 
 def _alexnet() -> LoadedModel:
-    from torchvision.models import AlexNet_Weights, alexnet
+    from .tv_models import load_torchvision
 
-    return _torchvision("alexnet", alexnet, AlexNet_Weights, min_size=63)
+    return load_torchvision("alexnet", label="alexnet")
 
 
 def _resnet50() -> LoadedModel:
-    from torchvision.models import ResNet50_Weights, resnet50
+    from .tv_models import load_torchvision
 
-    return _torchvision("resnet50", resnet50, ResNet50_Weights, min_size=1)
+    return load_torchvision("resnet50", label="resnet50")
 
 
 def _bert() -> LoadedModel:
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-    from transformers.utils import logging as hf_logging
+    from .hf_models import load_seed_bert
 
-    hf_logging.set_verbosity_error()
-    try:
-        module = BertForSequenceClassification.from_pretrained(BERT_NAME, local_files_only=True)
-        weights, notice = "pretrained", None
-    except OSError:
-        module = BertForSequenceClassification(BertConfig())  # bert-base-uncased architecture
-        weights = "random"
-        notice = f"pretrained {BERT_NAME} not in the local Hugging Face cache; using random weights"
-    try:
-        tokenizer = BertTokenizerFast.from_pretrained(BERT_NAME, local_files_only=True)
-    except OSError:
-        make_inputs = _bert_ids
-    else:
-        def make_inputs(tokens: int, batch_size: int) -> ModelInputs:
-            encoded = tokenizer([" ".join(["yes"] * tokens)] * batch_size, return_tensors="pt")
-            return ModelInputs((), {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
-    return LoadedModel("bert", "nlp", module, weights, notice, make_inputs, "tokens", 1, BERT_MAX_TOKENS)
+    return load_seed_bert()
 
 
+# The seed study's models: torchvision's AlexNet (63 px and up) and ResNet50, and
+# BertForSequenceClassification with the bert-base-uncased architecture (1..510 tokens).
 BUILDERS: dict[str, Callable[[], LoadedModel]] = {
     "alexnet": _alexnet,
     "resnet50": _resnet50,
     "bert": _bert,
 }
 
+FAMILIES = (
+    ("alexnet, resnet50, bert", "the seed study's models (torchvision AlexNet and ResNet50 in px; "
+                                "BERT-base for sequence classification in tokens, 1..510)"),
+    ("torchvision:<name>", "any of torchvision.models.list_models(), e.g. torchvision:mobilenet_v3_small: "
+                           "images (classification, segmentation, detection, optical flow) or 16-frame clips "
+                           "(video), sized in px"),
+    ("hf:<id>", "a Hugging Face model in the local cache (or a saved model's folder), "
+                "e.g. hf:bert-base-uncased: text encoders and decoders sized in tokens, image classifiers in px"),
+    ("hf:<architecture>", "a transformers architecture with its default config and random weights, "
+                          "e.g. hf:gpt2, hf:distilbert, hf:roberta, hf:vit (used when no such id is cached)"),
+)
+
+
+def model_help() -> str:
+    """The model families, one per line, for the command line's ``--help``."""
+    width = max(len(pattern) for pattern, _ in FAMILIES)
+    return "\n".join(f"{pattern.ljust(width)}  {meaning}" for pattern, meaning in FAMILIES)
+
+
+def unknown_model(name: str) -> ModelError:
+    return ModelError(f"unknown model {name!r}; use {', '.join(BUILDERS)}, {TORCHVISION_PREFIX}<name> "
+                      f"(see torchvision.models.list_models()), or {HF_PREFIX}<id or architecture> "
+                      f"(e.g. hf:gpt2, hf:distilbert)")
+
 
 def load_model(name: str) -> LoadedModel:
-    """Build ``name`` in eval mode on the CPU; raise ``ModelError`` if unknown."""
-    try:
-        builder = BUILDERS[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; choose from {', '.join(BUILDERS)}") from None
-    loaded = builder()
+    """Build ``name`` in eval mode on the CPU (see the module's docstring for the names).
+
+    Raises ``ModelError`` (one line) for an unknown name, or a model whose
+    inputs this package cannot make.
+    """
+    if name in BUILDERS:
+        loaded = BUILDERS[name]()
+    elif name.startswith(TORCHVISION_PREFIX):
+        from .tv_models import load_torchvision
+
+        loaded = load_torchvision(name[len(TORCHVISION_PREFIX):])
+    elif name.startswith(HF_PREFIX):
+        from .hf_models import load_hf
+
+        loaded = load_hf(name[len(HF_PREFIX):])
+    else:
+        raise unknown_model(name)
     loaded.module.eval()
     return loaded
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if ``load_model`` can build it, checked without building it (for argument parsers).
+
+    Raises ``ModelError`` (one line) otherwise. An ``hf:`` name reads its
+    configuration (from the local cache, or transformers' defaults).
+    """
+    if name in BUILDERS:
+        return name
+    if name.startswith(TORCHVISION_PREFIX):
+        from .tv_models import family_of
+
+        family_of(name[len(TORCHVISION_PREFIX):])
+        return name
+    if name.startswith(HF_PREFIX):
+        from .hf_models import resolve_config
+
+        resolve_config(name[len(HF_PREFIX):])
+        return name
+    raise unknown_model(name)
 
 
 def user_model(module: Callable, input_factory: InputFactory, *, name: str | None = None, task: str = "custom",
                size_unit: str = "px", min_size: int = 1, max_size: int | None = None) -> LoadedModel:
     """The user's own model: an ``nn.Module`` (put in eval mode) or any callable, and an input factory
-    ``(input_size, batch_size) -> tensor | tuple of tensors | dict of tensors`` building CPU tensors."""
+    ``(input_size, batch_size) -> tensor | tuple of tensors | dict of tensors`` building CPU tensors
+    whose first dimension is the batch. A tensor or a tuple is passed positionally, a dict by keyword.
+
+    The factory is tried once at ``min_size`` for batches of 1 and 2; a factory
+    that fails, returns something else or ignores the batch size raises
+    ``ModelError`` (one line), as does a module that is not callable.
+
+    >>> import torch
+    >>> from measure.models import count_flops, user_model
+    >>> mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> loaded = user_model(mlp, lambda size, batch: torch.randn(batch, size), name="mlp", min_size=16, max_size=16)
+    >>> inputs = loaded.inputs(16, batch_size=2, device="cpu")
+    >>> inputs.shape, loaded(inputs).shape, count_flops(loaded, inputs)
+    ([2, 16], torch.Size([2, 4]), 2560)
+    >>> def tokens(size, batch):  # keyword inputs
+    ...     return {"input_ids": torch.ones(batch, size, dtype=torch.long)}
+    >>> embed = user_model(lambda input_ids: input_ids.sum(-1), tokens, name="sum", size_unit="tokens")
+    >>> embed(embed.inputs(5, 3, "cpu")).tolist()
+    [5, 5, 5]
+    """
     if not callable(module):
         raise ModelError(f"a model must be an nn.Module or a callable, got {type(module).__name__}")
     if not callable(input_factory):
         raise ModelError("an input factory (input_size, batch_size) -> tensors is needed")
     if isinstance(module, torch.nn.Module):
         module.eval()
-    label = name or (type(module).__name__ if isinstance(module, torch.nn.Module) else getattr(module, "__name__",
-                                                                                                 "model"))
-    return LoadedModel(label, task, module, "user", None, input_factory, size_unit, min_size, max_size)
+    label = name or (type(module).__name__ if isinstance(module, torch.nn.Module)
+                     else getattr(module, "__name__", "model"))
+    loaded = LoadedModel(label, task, module, "user", None, input_factory, size_unit, min_size, max_size,
+                         description=f"the user's {type(module).__name__}")
+    for batch_size in (1, 2):
+        inputs = loaded.inputs(min_size, batch_size, "cpu")
+        if not inputs.tensors():
+            raise ModelError(f"the input factory of {label} returned no tensor")
+        if inputs.shape is not None and inputs.shape[:1] != [batch_size]:
+            raise ModelError(f"the input factory of {label} must put the batch first: shape "
+                             f"{inputs.shape} for a batch of {batch_size}")
+    return loaded
 
 
 def count_flops(loaded: LoadedModel, inputs: ModelInputs) -> int | None:
-    """FLOPs of one forward pass (a multiply-add counts 2); None where torch cannot count them."""
+    """FLOPs of one forward pass on ``inputs`` (the whole batch; a multiply-add counts 2).
+
+    None where torch's ``FlopCounterMode`` cannot trace the model, or counts
+    nothing (it counts matrix products, convolutions and attention; quantized
+    kernels are not among them).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
@@ -199,10 +315,15 @@ def count_flops(loaded: LoadedModel, inputs: ModelInputs) -> int | None:
             loaded(inputs)
     except Exception:  # noqa: BLE001 - a callable FlopCounterMode cannot trace: FLOPs unknown, not a failed run
         return None
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) or None
 
 
 def count_params(loaded: LoadedModel) -> int | None:
-    """Parameters of an ``nn.Module``; None for a plain callable."""
+    """Parameters of an ``nn.Module``; None for a plain callable, or a quantized model (its weights are
+    packed inside quantized kernels, not parameters)."""
     module = loaded.module
-    return sum(p.numel() for p in module.parameters()) if isinstance(module, torch.nn.Module) else None
+    if not isinstance(module, torch.nn.Module):
+        return None
+    count = sum(p.numel() for p in module.parameters())
+    quantized = any(isinstance(t, torch.Tensor) and t.is_quantized for t in module.state_dict().values())
+    return None if quantized and not count else count
