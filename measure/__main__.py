@@ -14,6 +14,8 @@ interrupt while they load is an interrupt like any other.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import re
 import sys
@@ -438,8 +440,9 @@ def submit_sweep(args: argparse.Namespace, plan, out: Path) -> int:
                           args.cpus_per_task, args.array_parallelism, dict(args.slurm_extra))
     out = out.absolute()
     try:
-        jobs = submit(plan, out, cluster=args.executor, tasks=args.tasks or 1, resume=args.resume,
-                      overwrite=args.overwrite, resources=resources, stop_rule=stop_rule(plan))
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's complaint; it ends our line
+            jobs = submit(plan, out, cluster=args.executor, tasks=args.tasks or 1, resume=args.resume,
+                          overwrite=args.overwrite, resources=resources, stop_rule=stop_rule(plan))
     except (RuntimeError, OSError) as error:  # sbatch refused the job, or could not be run
         text = [line for line in str(error).splitlines() if line.strip()]
         print(f"error: the submission failed: {type(error).__name__}: {text[-1] if text else ''}", file=sys.stderr)
