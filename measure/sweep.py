@@ -33,7 +33,7 @@ import torch
 
 from . import knobs, runtree
 from .host import host_info
-from .models import LoadedModel, ModelError, ModelInputs, count_flops, count_params, load_model
+from .models import LoadedModel, ModelInputs, count_flops, count_params, load_model
 from .plan import API_NAMES, Cell, Config, Plan, PlanError, named
 from .recorder import Recorder
 from .sensors import open_sensors
@@ -188,11 +188,12 @@ def prepare(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, in
                                            f"{name('overwrite')} to start again")
     cells = plan.cells(shard) if plan.precision is None else []
     if not resume and not overwrite:
-        folders = [str(cell) for cell in cells if cell.folder(out).exists()] or [
-            f"{config.name}/input_{size}" for config, size in plan.points()
-            if plan.precision is not None and (out / config.name / f"input_{size}").exists()]
-        if folders:
-            raise runtree.RunTreeError(f"{out} already holds runs (first: {folders[0]}); pass {name('resume')} to "
+        if plan.precision is None:
+            taken = [str(cell) for cell in cells if cell.folder(out).exists()]
+        else:
+            taken = [f"{c.name}/input_{size}" for c, size in plan.points() if (out / c.name / f"input_{size}").exists()]
+        if taken:
+            raise runtree.RunTreeError(f"{out} already holds runs (first: {taken[0]}); pass {name('resume')} to "
                                        f"complete it, {name('overwrite')} to start again, or choose another "
                                        f"{name('out')}")
     todo = cells if overwrite else [cell for cell in cells if not runtree.is_complete(cell.folder(out))]
