@@ -301,6 +301,7 @@ def measure(args: argparse.Namespace, plan, out: Path) -> int:
     sensors, unavailable = open_sensors(gpu=True)
     try:
         print_start(plan, out, prepared, loaded, device, sensors, unavailable)
+        skipped = outcome(plan, out, args.shard).statuses["complete"] if args.resume else 0
         started = time.monotonic()
         run_study(plan, out, resume=args.resume, shard=args.shard, overwrite=args.overwrite, model=loaded,
                   sensors=(sensors, unavailable), stop_rule=stop_rule(plan), progress=not args.no_progress)
@@ -311,7 +312,6 @@ def measure(args: argparse.Namespace, plan, out: Path) -> int:
     done = outcome(plan, out, args.shard)
     complete, failed = done.statuses["complete"], done.statuses["failed"]
     others = sum(done.statuses.values()) - complete - failed
-    skipped = len(prepared.cells) - len(prepared.todo)
     print(f"done in {duration(wall_s)}: {complete - skipped} runs complete, {failed} failed, {skipped} skipped "
           f"(complete before){f', {others} not complete' if others else ''}")
     print(f"run tree: {out}")
