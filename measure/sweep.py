@@ -223,7 +223,8 @@ class Start:
         self.wrote_study = False
 
     def begin(self) -> None:
-        missing = [folder for folder in (self.out, *self.out.absolute().parents) if not folder.exists()]
+        out = self.out.absolute()
+        missing = [folder for folder in (out, *out.parents) if not folder.exists()]
         runtree.prepare_out(self.out)
         self.created = missing[-1] if missing else None
         if self.overwrite:

@@ -416,3 +416,15 @@ def test_cli_refuses_a_folder_that_is_not_a_run_tree(tmp_path):
 def test_latencies_are_positive_and_finite(tree):
     study = load_study(tree)
     assert np.isfinite(study.latencies["latency_s"]).all() and (study.latencies["latency_s"] > 0).all()
+
+
+def test_a_failed_start_in_a_relative_folder_removes_only_what_it_created(tmp_path, monkeypatch):
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setattr(sweep.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(small_plan("tiny", sizes=(8,)), "tree", model=tiny(), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["work"] and not any((tmp_path / "work").iterdir())
