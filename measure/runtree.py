@@ -339,8 +339,7 @@ def check_out(root: Path) -> Path:
     """Check, writing nothing, that ``root`` can receive a run tree; ``RunTreeError`` (one line) if not.
 
     An existing non-empty folder is accepted only if it already is a run tree
-    (it holds ``study.json``, ``input_*`` folders, or a concurrent shard is
-    writing its ``study.json``); anything else is refused so a study never
+    (``looks_like_run_tree``); anything else is refused so a study never
     scatters files into an unrelated folder. A missing folder needs its first
     existing ancestor to be a writable folder.
     """
@@ -383,4 +382,8 @@ def clear_tree(root: Path) -> None:
 
 
 def looks_like_run_tree(entries: Iterable[Path]) -> bool:
-    return any(entry.name == STUDY_FILE or entry.name.startswith(("input_", f".{STUDY_FILE}.")) for entry in entries)
+    """Whether a folder holding ``entries`` is a run tree: ``study.json`` (or a shard writing it), ``input_*``
+    folders (schema 1) or configuration folders holding ``input_*`` folders."""
+    return any(entry.name == STUDY_FILE or entry.name.startswith(("input_", f".{STUDY_FILE}."))
+               or entry.is_dir() and any(child.name.startswith("input_") for child in entry.iterdir())
+               for entry in entries)
