@@ -377,7 +377,7 @@ def clear_tree(root: Path) -> None:
         if entry.name == STUDY_FILE:
             entry.unlink()
         elif entry.is_dir() and (entry.name == IDLE_FOLDER or entry.name.startswith("input_")
-                                 or any(child.name.startswith("input_") for child in entry.iterdir())):
+                                 or _is_config_folder(entry)):
             shutil.rmtree(entry)
 
 
@@ -385,5 +385,9 @@ def looks_like_run_tree(entries: Iterable[Path]) -> bool:
     """Whether a folder holding ``entries`` is a run tree: ``study.json`` (or a shard writing it), ``input_*``
     folders (schema 1) or configuration folders holding ``input_*`` folders."""
     return any(entry.name == STUDY_FILE or entry.name.startswith(("input_", f".{STUDY_FILE}."))
-               or entry.is_dir() and any(child.name.startswith("input_") for child in entry.iterdir())
-               for entry in entries)
+               or _is_config_folder(entry) for entry in entries)
+
+
+def _is_config_folder(entry: Path) -> bool:
+    """A configuration's folder: a folder holding ``input_<size>`` folders."""
+    return entry.is_dir() and any(child.name.startswith("input_") for child in entry.iterdir())
