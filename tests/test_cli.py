@@ -206,3 +206,17 @@ def test_usage_errors_exit_2(tmp_path):
     done = python_m_measure("run", "resnet50", "--runs", "zero", cwd=tmp_path)
     assert done.returncode == 2 and "argument --runs: not an integer: 'zero'" in one_error_line(done.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_precision_sweep_with_the_analysis_rule(tmp_path, capsys):
+    out = tmp_path / "tree"
+    assert cli.main(["run", "resnet50", "--sizes", "8", "--precision", "0.9", "--max-runs", "4", "--min-window",
+                     "0.05", "--warmup", "1", "--idle-seconds", "0", "--device", "cpu", "--no-progress",
+                     "--out", str(out)]) == 0
+    metas = [json.loads(p.read_text()) for p in sorted(out.glob(f"{CONFIG}/input_8/run_*/meta.json"))]
+    assert 3 <= len(metas) <= 4 and len({m["stop_reason"] for m in metas}) == 1
+    tracked = "cpu_package energy per inference (measured)" if RAPL_READABLE else "latency (no measured energy sensor)"
+    assert tracked in metas[0]["stop_reason"]
+    assert metas[0]["stop_reason"].startswith(("precision reached: 95 % CI of the median", "cap reached: 4 runs"))
+    assert "plan     1 size(s) x 1 configuration(s) x 3 to 4 runs, until the median is known to ±90.0%" in \
+        capsys.readouterr().out
