@@ -3,7 +3,7 @@
     python benchmarks/overhead.py [--rounds 80] [--iters 40] [--size 64] [--device auto]
 
 Method. ResNet50 (batch 1, ``eval()``, ``torch.inference_mode()``, torch on
-every core) runs the project's own timed loop (``measure.protocol.timed_loop``,
+every core) runs the project's own timed loop (``measure.sweep.timed_loop``,
 synchronised after each inference on a GPU) in blocks of ``--iters``
 inferences, each after a short untimed warm-up.  Every round measures, for
 each measuring configuration X in a shuffled order, a pair of blocks: one
@@ -20,10 +20,10 @@ median.
 Configurations:
 
 - ``ours_p<period>``: ``measure.recorder.Recorder`` over every sensor that
-  ``open_sensors`` finds, with the tick source the protocol uses on the device
-  (``measure.protocol.tick_source``: a timer signal in the measuring thread on
+  ``open_sensors`` finds, with the tick source the sweep uses on the device
+  (``measure.sweep.tick_source``: a timer signal in the measuring thread on
   the CPU, a thread on a GPU), started right before the loop and stopped right
-  after it, as ``measure.protocol`` does, writing to a temporary file;
+  after it, as ``measure.sweep`` does, writing to a temporary file;
 - ``ours_p0.01_thread`` (CPU only): the same at 0.01 s with a sampling thread,
   to show what the signal saves;
 - ``codecarbon``: ``OfflineEmissionsTracker`` (country set, no network,
@@ -70,7 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.stats import bootstrap_median_ci  # noqa: E402
 from measure.models import load_model  # noqa: E402
-from measure.protocol import cpu_model, resolve_device, synchronizer, tick_source, timed_loop  # noqa: E402
+from measure.host import cpu_model  # noqa: E402
+from measure.sweep import resolve_device, synchronizer, tick_source, timed_loop  # noqa: E402
 from measure.recorder import Recorder  # noqa: E402
 from measure.sensors import open_sensors  # noqa: E402
 

@@ -17,29 +17,25 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
+from analysis.precision import precision_rule, relative_half_width, tracked_values
+from measure import runtree
+from measure.plan import Plan
+from measure.sweep import run_study
 
-from analysis import AnalysisWarning, bootstrap_median_ci, load_study
-from measure.protocol import Plan, run_study, tracked_quantity
 
-
-def reached_precision(tree: Path, on_gpu: bool) -> tuple[str, int, float]:
+def reached_precision(tree: Path) -> tuple[str, int, float]:
     """The tracked quantity, the number of runs, and the relative half-width of its median's 95 % CI."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AnalysisWarning)
-        runs = load_study(tree).runs
-    name, values = tracked_quantity(runs, on_gpu)
-    median = float(np.median(values))
-    (low,), (high,) = bootstrap_median_ci(values.to_numpy()[:, None])
-    return name, len(values), max(median - low, high - median) / median
+    folders = sorted(folder for folder in tree.glob("*/input_*/run_*") if runtree.is_complete(folder))
+    tracked, values = tracked_values(folders)
+    return tracked.label, len(values), relative_half_width(values)
 
 
 def timed(plan: Plan, out: Path) -> float:
     start = time.perf_counter()
-    run_study(plan, out, progress=False)
+    rule = precision_rule(plan.precision, plan.runs) if plan.precision is not None else None
+    run_study(plan, out, stop_rule=rule, progress=False)
     return time.perf_counter() - start
 
 
@@ -59,12 +55,11 @@ def main() -> None:
     ours = Plan(args.model, [args.size], iterations=1, runs=3, precision=args.precision,
                 min_window_s=args.min_window, **common)
     seed = Plan(args.model, [args.size], iterations=args.seed_iters, runs=args.seed_runs, **common)
-    on_gpu = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as folder:
         results = {}
         for name, plan in (("ours", ours), ("seed", seed)):
             seconds = timed(plan, Path(folder) / name)
-            quantity, runs, half_width = reached_precision(Path(folder) / name, on_gpu)
+            quantity, runs, half_width = reached_precision(Path(folder) / name)
             results[name] = seconds, runs, half_width
             print(f"{name:5} {seconds:8.1f} s  {runs:3d} runs  median {quantity} within ±{half_width:.2%}")
     ratio = results["seed"][0] / results["ours"][0]

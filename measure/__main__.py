@@ -1,20 +1,45 @@
 """Command line: ``python -m measure run MODEL [options]`` and ``python -m measure sensors``.
 
-Exit status: 0 done; 2 bad input (one ``error:`` line, nothing measured);
-1 the tree could not be written (disk full, read-only) or, with ``--wait``,
-some task or run did not complete; 130 interrupted.
+Exit status: 0 done (or nothing to do); 2 bad input (one ``error:`` line,
+nothing measured; argparse's usage errors too); 1 some run failed, the tree
+could not be written (disk full, read-only), a submission failed or, with
+``--wait``, some task or run did not complete; 130 interrupted. Every error
+ends in one ``error:`` line on stderr, never a traceback.
+
+This is the one module of ``measure`` that may use the analysis: for the
+precision stop rule (``analysis.precision``) and the table printed after a
+sweep. Heavy imports (torch, the models) happen inside ``main``, so that an
+interrupt while they load is an interrupt like any other.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
-from .models import BUILDERS, ModelError
-from .protocol import Plan, run_study
-from .runtree import COMPLETE, RunTreeError
+# How this command line names the plan's fields and run_study's keywords in its messages.
+OPTIONS = {
+    "model": "MODEL", "sizes": "--sizes", "iterations": "--iters", "iterations_at": "--iters-at", "runs": "--runs",
+    "warmup": "--warmup", "device": "--device", "period_s": "--period", "idle_s": "--idle-seconds",
+    "precision": "--precision", "max_runs": "--max-runs", "min_window_s": "--min-window",
+    "batch_sizes": "--batch-sizes", "dtypes": "--dtypes", "dtype_mode": "--dtype-mode", "executions": "--compile",
+    "threads": "--threads", "order": "--order", "seed": "--seed", "resume": "--resume", "overwrite": "--overwrite",
+    "shard": "--shard", "out": "--out",
+}
+PLAN_OPTIONS = ("sizes", "iterations", "runs", "warmup", "device", "period_s", "idle_s", "precision", "max_runs",
+                "min_window_s", "batch_sizes", "dtypes", "dtype_mode", "executions", "threads", "order", "seed")
+CLUSTER_OPTIONS = ("tasks", "timeout_min", "slurm_partition", "gpus_per_task", "cpus_per_task", "array_parallelism",
+                   "slurm_extra", "wait")
+INTERRUPTED = "error: interrupted; complete runs are kept, --resume finishes the tree"
+
+
+class Refused(Exception):
+    """Bad input found by the command line itself (one line; exit status 2)."""
 
 
 def int_at_least(minimum: int):
@@ -33,14 +58,21 @@ def int_at_least(minimum: int):
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def float_above(minimum: float, inclusive: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
+            raise argparse.ArgumentTypeError(
+                f"must be a {'non-negative' if inclusive else 'positive'} number, got {text}")
+        return value
+
+    return parse
+
+
+positive_float, non_negative_float = float_above(0, inclusive=False), float_above(0, inclusive=True)
 
 
 def size_iterations(text: str) -> tuple[int, int]:
@@ -70,46 +102,76 @@ def sbatch_option(text: str) -> tuple[str, str | bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m measure", description=__doc__)
+    from .models import BUILDERS
+    from .plan import DTYPE_MODES, DTYPES, EXECUTIONS, ORDERS, PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m measure", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
-        "run", help="measure a model over a sweep of input sizes",
-        description="Measure the energy and latency of MODEL's inference over input sizes, "
-                    "writing OUT/input_<size>/run_<k>/{power_metrics.json, latency.csv, meta.json}.")
-    run.add_argument("model", choices=sorted(BUILDERS), metavar="MODEL",
-                     help=f"one of: {', '.join(sorted(BUILDERS))}")
+        "run", help="measure a model over a grid of input sizes and configurations",
+        description="Measure the energy and latency of MODEL's inference over input sizes and configurations, "
+                    "writing OUT/<config>/input_<size>/run_<k>/{power_metrics.json, latency.csv, meta.json}. "
+                    "Options left out take the preset's value (--preset, default seed).")
+    run.add_argument("model", nargs="?", choices=sorted(BUILDERS), metavar="MODEL",
+                     help=f"one of: {', '.join(sorted(BUILDERS))} (with --resume: read from OUT/study.json)")
+    run.add_argument("--preset", choices=sorted(PRESETS),
+                     help="the protocol the other options start from: seed (the seed study's, default), quick, "
+                          "cpu-study (the committed CPU study), gpu-study (the GPU study)")
+    run.add_argument("--quick", action="store_true", help="--preset quick: about a minute per model on a CPU")
     run.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
-                     help="input sizes: image side in pixels (alexnet, resnet50) or tokens (bert, at most 510); "
-                          "default: the seed study's sweep")
+                     help="input sizes: image side in pixels (alexnet, resnet50) or tokens (bert, at most 510)")
     run.add_argument("--iters", type=positive_int, dest="iterations", metavar="N",
-                     help="timed inferences per run (default: the seed's, e.g. 5000 for resnet50)")
+                     help="timed inferences (forward passes) per run, at every size")
     run.add_argument("--iters-at", type=size_iterations, action="append", default=[], metavar="SIZE=N",
                      help="timed inferences at one input size, overriding --iters there (repeatable)")
-    run.add_argument("--runs", type=positive_int, metavar="R", help="runs per input size (default 10)")
+    run.add_argument("--runs", type=positive_int, metavar="R",
+                     help="runs per point (default: the preset's, 10 for seed); with --precision the minimum "
+                          "number of runs before the stop rule is asked (default 3)")
     run.add_argument("--warmup", type=non_negative_int, metavar="N",
-                     help="untimed inferences before each run's window (default 50)")
-    run.add_argument("--out", type=Path, default=None, metavar="DIR",
-                     help="output folder (default: runs/<model>); must be empty, absent, or a run tree")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:<i> or auto (default: cuda if present)")
+                     help="untimed inferences before each run's window (default: the preset's, 50 for seed)")
+    run.add_argument("--batch-sizes", type=positive_int, nargs="+", dest="batch_sizes", metavar="B",
+                     help="batch sizes, one configuration each (default 1)")
+    run.add_argument("--dtypes", nargs="+", choices=DTYPES, metavar="DTYPE",
+                     help=f"dtypes, one configuration each: {', '.join(DTYPES)} (default fp32)")
+    run.add_argument("--dtype-mode", choices=DTYPE_MODES, dest="dtype_mode",
+                     help="how fp16/bf16 is applied: cast the model and its floating inputs (default), or "
+                          "torch.autocast")
+    run.add_argument("--compile", nargs="+", choices=EXECUTIONS, dest="executions", metavar="EXECUTION",
+                     help="execution, one configuration each: eager (default) or compiled (torch.compile; the "
+                          "compilation is timed apart, before the warm-up, as compile_s)")
+    run.add_argument("--threads", type=positive_int, nargs="+", metavar="N",
+                     help="torch threads, one configuration each (default: torch's, not set; always recorded)")
+    run.add_argument("--order", choices=ORDERS,
+                     help="order of the runs: sequential (point after point, default), interleave (run 0 of "
+                          "every point, then run 1, ...) or shuffle (a permutation drawn from --seed)")
+    run.add_argument("--seed", type=non_negative_int, metavar="N", help="seed of --order shuffle (default 0)")
+    run.add_argument("--device", help="cpu, cuda, cuda:<i> or auto (default: cuda if present)")
     run.add_argument("--period", type=positive_float, dest="period_s", metavar="S",
-                     help="background sampling period in seconds (default 0.1)")
-    run.add_argument("--idle-seconds", type=positive_float, dest="idle_s", metavar="S",
-                     help="seconds of idle power measured before the study (default 5, 1 with --quick)")
+                     help="sampling period in seconds between the window's edges (default 0.1; 0.02 or less "
+                          "lets the analysis align NVML's ~100 ms energy counter on its updates)")
+    run.add_argument("--idle-seconds", type=non_negative_float, dest="idle_s", metavar="S",
+                     help="seconds of idle recording before the first run, the baseline of dynamic energy "
+                          "(default 5, 1 with --quick; 0: none)")
     run.add_argument("--precision", type=positive_float, metavar="REL",
-                     help="instead of a fixed number of runs, add runs at each size until the 95%% CI of the median "
-                          "energy per inference (latency where no energy is measured) is within ±REL, e.g. 0.01")
-    run.add_argument("--max-runs", type=positive_int, default=50, metavar="R",
-                     help="with --precision: the most runs per size (default 50)")
-    run.add_argument("--min-window", type=positive_float, default=2.0, dest="min_window_s", metavar="S",
+                     help="instead of a fixed number of runs, add runs at each point until the 95%% CI of the "
+                          "median measured energy per inference (the latency where no energy is measured) is "
+                          "within ±REL, e.g. 0.01; --runs is then the minimum number of runs")
+    run.add_argument("--max-runs", type=positive_int, dest="max_runs", metavar="R",
+                     help="with --precision: the most runs per point (default 50)")
+    run.add_argument("--min-window", type=positive_float, dest="min_window_s", metavar="S",
                      help="with --precision: iterations per run chosen so each window lasts at least S seconds "
                           "(default 2)")
-    run.add_argument("--quick", action="store_true",
-                     help="a short sweep (fewer sizes, iterations and runs) that takes about a minute on a CPU")
+    run.add_argument("--out", type=Path, metavar="DIR",
+                     help="output folder (default: runs/<model>); must be absent, empty, or a run tree")
     run.add_argument("--resume", action="store_true",
-                     help="complete an existing run tree: redo missing or incomplete runs, keep complete ones")
+                     help="complete an existing run tree: redo missing or incomplete runs, keep complete ones; "
+                          "the plan is read from OUT/study.json, and options given must match it")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start an existing run tree again: its runs, idle recordings and study.json are removed "
+                          "when the first run starts")
     run.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n",
-                     help="measure only the i-th of n interleaved shares of the (size, run) cells")
+                     help="measure only the i-th of n shares of the ordered runs (every n-th from the i-th)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cluster = run.add_argument_group(
         "running as jobs", "submit the sweep through submitit as --tasks jobs, each measuring one shard into --out "
@@ -130,12 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
                               "constraint=a100, exclusive (repeatable)")
     cluster.add_argument("--wait", action="store_true", help="wait for the tasks and report those that failed")
 
-    commands.add_parser("sensors", help="list the sensors found on this machine and why others are missing")
+    commands.add_parser("sensors", help="list the sensors found on this machine, why others are missing, and the "
+                                        "TDP the CPU estimate uses")
     return parser
 
 
-CLUSTER_OPTIONS = ("tasks", "timeout_min", "slurm_partition", "gpus_per_task", "cpus_per_task", "array_parallelism",
-                   "slurm_extra", "wait")
+def entry(argv: list[str] | None = None) -> int:
+    """``main`` with the streams made safe to print any path, and an interrupt at any moment one line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")  # a path the terminal's encoding lacks is escaped, not fatal
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,18 +220,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--{given[0].replace('_', '-')} goes with --executor")
     if args.executor and args.shard != (0, 1):
         parser.error("--shard goes without --executor: the executor gives each task its shard")
+    if args.quick and args.preset not in (None, "quick"):
+        parser.error(f"--quick is --preset quick; it cannot go with --preset {args.preset}")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m measure run``: check everything, say what will run, run it, say what it did."""
+    from .models import ModelError
+    from .plan import PlanError
+    from .runtree import RunTreeError
+
+    tracking_errors: tuple[type[Exception], ...] = ()
     try:
-        plan = Plan.from_preset(args.model, quick=args.quick, sizes=args.sizes, iterations=args.iterations,
-                                runs=args.runs, warmup=args.warmup, device=args.device,
-                                period_s=args.period_s, idle_s=args.idle_s, precision=args.precision,
-                                max_runs=args.max_runs, min_window_s=args.min_window_s)
-        plan.iterations_at.update(args.iters_at)
-        plan.validate()
-        out = args.out or Path("runs") / args.model
+        plan, out = resolve_plan(args)
         if args.executor:
             return submit_sweep(args, plan, out)
-        run_study(plan, out, resume=args.resume, shard=args.shard, progress=not args.no_progress)
-    except (ModelError, RunTreeError, ValueError) as error:
+        if plan.precision is not None:
+            from analysis.precision import TrackingError
+
+            tracking_errors = (TrackingError,)
+        return measure(args, plan, out)
+    except tracking_errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (Refused, ModelError, PlanError, RunTreeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, read-only folder: the run being written is left incomplete
@@ -167,21 +252,201 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{error.strerror or error}; complete runs are kept, --resume finishes the tree "
               "once this is fixed", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: complete runs are kept; rerun with --resume to finish", file=sys.stderr)
-        return 130
-    print(f"run tree written to {out}")
+
+
+def resolve_plan(args: argparse.Namespace):
+    """The plan and the tree: from the preset and the options, or with ``--resume`` from ``OUT/study.json``
+    and the options given (which must then match it)."""
+    from . import runtree
+    from .plan import Plan
+
+    out = args.out or (Path("runs") / args.model if args.model else None)
+    if out is None:
+        raise Refused("give MODEL, or --out of the tree to --resume")
+    given = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
+    if args.iters_at:
+        given["iterations_at"] = dict(args.iters_at)
+    recorded = None
+    if args.resume and args.preset is None and not args.quick:
+        try:
+            recorded = runtree.read_study(out) if out.is_dir() else None
+        except runtree.MetaError as error:
+            raise Refused(str(error)) from None
+    if recorded is None:
+        if args.model is None:
+            raise Refused(f"{out} holds no study.json to --resume; give MODEL to start a study there")
+        return Plan.from_preset(args.model, args.preset or "seed", quick=args.quick, names=OPTIONS, **given), out
+    if recorded.get("schema", 1) < runtree.SCHEMA:
+        raise Refused(f"{out} was written by an older version of this package (run-tree schema "
+                      f"{recorded.get('schema', 1)}); it cannot be resumed: choose another --out, or --overwrite it")
+    plan = Plan.from_record(recorded["plan"])
+    plan.model = args.model or plan.model
+    for name, value in given.items():
+        setattr(plan, name, {**plan.iterations_at, **value} if name == "iterations_at" else value)
+    return plan, out
+
+
+def measure(args: argparse.Namespace, plan, out: Path) -> int:
+    """Measure ``plan`` into ``out`` with a report before and after; the exit status."""
+    from .sensors import open_sensors
+    from .sweep import load_checked, outcome, prepare, resolve_device, run_study
+
+    prepared = prepare(plan, out, resume=args.resume, shard=args.shard, overwrite=args.overwrite, names=OPTIONS)
+    if plan.precision is None and not prepared.todo:
+        print(f"nothing to do: the {len(prepared.cells)} runs of {out}"
+              f"{' (shard ' + '/'.join(map(str, args.shard)) + ')' if args.shard != (0, 1) else ''} are complete")
+        return 0
+    device = resolve_device(plan.device)
+    loaded = load_checked(plan)
+    sensors, unavailable = open_sensors(gpu=True)
+    try:
+        print_start(plan, out, prepared, loaded, device, sensors, unavailable)
+        skipped = outcome(plan, out, args.shard).statuses["complete"] if args.resume else 0
+        started = time.monotonic()
+        run_study(plan, out, resume=args.resume, shard=args.shard, overwrite=args.overwrite, model=loaded,
+                  sensors=(sensors, unavailable), stop_rule=stop_rule(plan), progress=not args.no_progress)
+        wall_s = time.monotonic() - started
+    finally:
+        for sensor in sensors:
+            sensor.close()
+    done = outcome(plan, out, args.shard)
+    complete, failed = done.statuses["complete"], done.statuses["failed"]
+    others = sum(done.statuses.values()) - complete - failed
+    print(f"done in {duration(wall_s)}: {complete - skipped} runs complete, {failed} failed, {skipped} skipped "
+          f"(complete before){f', {others} not complete' if others else ''}")
+    print(f"run tree: {out}")
+    print_medians(out, plan)
+    if failed or others:
+        first = f" (first: {done.first_failure[0]}: {done.first_failure[1]})" if done.first_failure else ""
+        print(f"error: {failed} run(s) failed{first}{f', {others} not complete' if others else ''}; the complete "
+              "runs are kept, --resume redoes the others", file=sys.stderr)
+        return 1
     return 0
 
 
-def submit_sweep(args: argparse.Namespace, plan: Plan, out: Path) -> int:
+def stop_rule(plan):
+    """The stop rule of a plan with a precision (``analysis.precision``), else None."""
+    if plan.precision is None:
+        return None
+    from analysis.precision import precision_rule
+
+    return precision_rule(plan.precision, plan.runs)
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def print_start(plan, out: Path, prepared, loaded, device, sensors, unavailable: dict[str, str]) -> None:
+    """What is about to run: model and weights, device, sensors found and missing, what is estimated, the grid."""
+    import torch
+
+    from .models import count_params
+    from .sweep import gpu_domain
+
+    params = count_params(loaded)
+    weights = loaded.weights if loaded.weights_notice is None else f"{loaded.weights} weights: {loaded.weights_notice}"
+    print(f"model    {loaded.name} ({loaded.task}{f', {params:,} parameters' if params else ''}), {weights}")
+    threads = "set per configuration" if plan.threads else f"{torch.get_num_threads()} torch thread(s)"
+    print(f"device   {device}, {threads}")
+    lines = [sensor_line(sensor.name, domain) for sensor in sensors for domain in sensor.domains]
+    for i, line in enumerate(lines):
+        print(f"{'sensors' if i == 0 else '':8} {line}")
+    for i, (name, reason) in enumerate(unavailable.items()):
+        print(f"{'missing' if i == 0 else '':8} {name}: {reason}")
+    domain, note = gpu_domain(device, sensors)
+    if domain:
+        print(f"gpu      {device} is NVML domain {domain}")
+    elif note:
+        print(f"warning: {note}", file=sys.stderr)
+    grid = f"{len(plan.sizes)} size(s) x {len(plan.configs())} configuration(s)"
+    if plan.precision is None:
+        grid += f" x {plan.runs} run(s) = {len(plan.cells())} runs"
+        if len(prepared.cells) < len(plan.cells()):
+            grid += f", {len(prepared.cells)} in this shard"
+        if prepared.todo != prepared.cells:
+            grid += f", {len(prepared.cells) - len(prepared.todo)} complete before"
+    else:
+        grid += f" x {plan.runs} to {plan.max_runs} runs, until the median is known to ±{plan.precision:.1%}"
+    print(f"plan     {grid}, order {plan.order}")
+    print(f"tree     {out}", flush=True)
+
+
+def sensor_line(sensor: str, domain) -> str:
+    """One sensor domain: its source and, for an estimate, what it is estimated from."""
+    line = f"{domain.name}: {domain.source} ({sensor})"
+    tdp_w = domain.details.get("tdp_w")
+    if tdp_w is not None:
+        line += (f", from TDP {tdp_w:g} W x CPU load ({domain.details.get('tdp_source')}); "
+                 "set MEASURE_CPU_TDP_W to this CPU's TDP in watts")
+    return line
+
+
+def print_medians(out: Path, plan) -> None:
+    """Median energy per inference (per domain, with its source) and median latency of each point, computed by
+    the analysis from the complete runs; a warning line instead if it cannot be computed."""
+    import warnings
+
+    from analysis import AnalysisWarning, NoUsableRuns, load_study
+
+    from . import runtree
+
+    rows, domains = [], {}
+    for config in plan.configs():
+        folder = out / config.name
+        if not folder.is_dir():
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
+                study = load_study(folder)
+        except NoUsableRuns:
+            continue
+        except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy
+            print(f"warning: no table of medians ({type(error).__name__}: {error})", file=sys.stderr)
+            return
+        runs, energies = study.runs, study.energies
+        gpus = {runtree.read_meta(folder / f).get("gpu_domain") for f in runs["folder"]}
+        shown = energies[[not d.startswith("gpu") or d in gpus for d in energies["domain"]]]
+        for size, of_size in runs.groupby("input_size"):
+            row = {"config": config.name, "size": str(size), "runs": str(len(of_size)),
+                   "latency_ms": f"{1000 * of_size['latency_median_s'].median():.4g}"}
+            for domain, of_domain in shown[shown["input_size"] == size].groupby("domain"):
+                sources = set(of_domain["source"])
+                label = f"{domain}_j ({sources.pop() if len(sources) == 1 else 'mixed'})"
+                domains[label] = None
+                row[label] = f"{of_domain['energy_per_inference_j'].median():.4g}"
+            rows.append(row)
+    if not rows:
+        return
+    columns = ["config", "size", "runs", "latency_ms", *domains]
+    widths = {c: max(len(c), *(len(row.get(c, "-")) for row in rows)) for c in columns}
+    print("medians over complete runs; energy per inference (forward pass) in J:")
+    print("  ".join(c.ljust(widths[c]) if c == "config" else c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(row.get(c, "-").ljust(widths[c]) if c == "config" else row.get(c, "-").rjust(widths[c])
+                        for c in columns))
+
+
+def submit_sweep(args: argparse.Namespace, plan, out: Path) -> int:
     """Submit the sweep through submitit; with ``--wait``, report each task. The exit status."""
     from .executors import LOG_FOLDER, Resources, outcome, submit
+    from .runtree import COMPLETE
+    from .sweep import prepare
 
-    resources = Resources(args.timeout_min or Resources.timeout_min, args.slurm_partition, args.gpus_per_task, args.cpus_per_task,
-                          args.array_parallelism, dict(args.slurm_extra))
+    prepare(plan, out, resume=args.resume, overwrite=args.overwrite, names=OPTIONS)
+    resources = Resources(args.timeout_min or Resources.timeout_min, args.slurm_partition, args.gpus_per_task,
+                          args.cpus_per_task, args.array_parallelism, dict(args.slurm_extra))
     out = out.absolute()
-    jobs = submit(plan, out, cluster=args.executor, tasks=args.tasks or 1, resume=args.resume, resources=resources)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's complaint; it ends our line
+            jobs = submit(plan, out, cluster=args.executor, tasks=args.tasks or 1, resume=args.resume,
+                          overwrite=args.overwrite, resources=resources, stop_rule=stop_rule(plan))
+    except (RuntimeError, OSError) as error:  # sbatch refused the job, or could not be run
+        text = [line for line in str(error).splitlines() if line.strip()]
+        print(f"error: the submission failed: {type(error).__name__}: {text[-1] if text else ''}", file=sys.stderr)
+        return 1
     print(f"submitted {len(jobs)} task(s) ({args.executor}), job id(s): {' '.join(job.job_id for job in jobs)}")
     print(f"submitit logs: {out / LOG_FOLDER}")
     if not args.wait:
@@ -207,10 +472,17 @@ def submit_sweep(args: argparse.Namespace, plan: Plan, out: Path) -> int:
 def show_sensors() -> int:
     from .sensors import open_sensors
 
-    sensors, unavailable = open_sensors(gpu=True)
+    try:
+        sensors, unavailable = open_sensors(gpu=True)
+    except ValueError as error:  # MEASURE_CPU_TDP_W that is not a number of watts
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for sensor in sensors:
         for domain in sensor.domains:
             print(f"{domain.name:16} {domain.source:9} {sensor.name:8} {', '.join(domain.channels)}")
+            if domain.details.get("tdp_w") is not None:
+                print(f"{'':16} TDP {domain.details['tdp_w']:g} W ({domain.details.get('tdp_source')}); "
+                      "set MEASURE_CPU_TDP_W to this CPU's TDP in watts")
     for name, reason in unavailable.items():
         print(f"{name:16} unavailable: {reason}")
     for sensor in sensors:
@@ -219,4 +491,4 @@ def show_sensors() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ def config_name(config: Mapping[str, Scalar]) -> str:
     for key, value in config.items():
         text = str(value).lower()
         parts.append(text if key in _SELF_NAMED else f"{_SHORT.get(key, key.replace('_', ''))}{text}")
-    name = re.sub(r"[^a-z0-9.+_]+", "_", "-".join(parts)).strip("_")
+    name = re.sub(r"[^a-z0-9.+_-]+", "_", "-".join(parts)).strip("_")
     return name or "default"
 
 
@@ -334,27 +335,59 @@ def clear_run(folder: Path) -> None:
             path.unlink()
 
 
-def prepare_out(root: Path) -> Path:
-    """Check that ``root`` can receive a run tree and create it.
+def check_out(root: Path) -> Path:
+    """Check, writing nothing, that ``root`` can receive a run tree; ``RunTreeError`` (one line) if not.
 
     An existing non-empty folder is accepted only if it already is a run tree
-    (it holds ``study.json``, configuration or ``input_*`` folders, or a
-    concurrent shard is writing its ``study.json``); anything else is refused
-    so a study never scatters files into an unrelated folder.
+    (``looks_like_run_tree``); anything else is refused so a study never
+    scatters files into an unrelated folder. A missing folder needs its first
+    existing ancestor to be a writable folder.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise RunTreeError(f"output path {root} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not looks_like_run_tree(root.iterdir()):
-        raise RunTreeError(f"output folder {root} is not empty and is not a run tree; choose another --out")
+    if root.is_dir():
+        if any(root.iterdir()) and not looks_like_run_tree(root.iterdir()):
+            raise RunTreeError(f"output folder {root} is not empty and is not a run tree; choose another output folder")
+        if not os.access(root, os.W_OK):
+            raise RunTreeError(f"output folder {root} is not writable")
+        return root
+    ancestor = next(parent for parent in root.absolute().parents if parent.exists())
+    if not ancestor.is_dir():
+        raise RunTreeError(f"cannot create output folder {root}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunTreeError(f"cannot create output folder {root}: {ancestor} is not writable")
+    return root
+
+
+def prepare_out(root: Path) -> Path:
+    """``check_out``, then create ``root`` (and its missing parents)."""
+    root = check_out(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunTreeError(f"cannot create output folder {root}: {error.strerror}") from None
-    if not os.access(root, os.W_OK):
-        raise RunTreeError(f"output folder {root} is not writable")
     return root
 
 
+def clear_tree(root: Path) -> None:
+    """Remove a run tree's ``study.json``, idle recordings and runs (configuration and ``input_*``
+    folders) from ``root``; anything else in it stays."""
+    for entry in Path(root).iterdir():
+        if entry.name == STUDY_FILE:
+            entry.unlink()
+        elif entry.is_dir() and (entry.name == IDLE_FOLDER or entry.name.startswith("input_")
+                                 or _is_config_folder(entry)):
+            shutil.rmtree(entry)
+
+
 def looks_like_run_tree(entries: Iterable[Path]) -> bool:
-    return any(entry.name == STUDY_FILE or entry.name.startswith(("input_", f".{STUDY_FILE}.")) for entry in entries)
+    """Whether a folder holding ``entries`` is a run tree: ``study.json`` (or a shard writing it), ``input_*``
+    folders (schema 1) or configuration folders holding ``input_*`` folders."""
+    return any(entry.name == STUDY_FILE or entry.name.startswith(("input_", f".{STUDY_FILE}."))
+               or _is_config_folder(entry) for entry in entries)
+
+
+def _is_config_folder(entry: Path) -> bool:
+    """A configuration's folder: a folder holding ``input_<size>`` folders."""
+    return entry.is_dir() and any(child.name.startswith("input_") for child in entry.iterdir())

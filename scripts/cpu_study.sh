@@ -15,7 +15,8 @@
 #   data/<study>/README.md    command, machine, date, load
 #   data/alexnet/cold/        AlexNet measured with --warmup 0, each run in a new process
 #
-# The protocol is cut to fit a 2-core CPU (the seed's is for a GPU):
+# The protocol is the package's `cpu-study` preset (measure/plan.py), cut to fit a
+# 2-core CPU (the seed's is for a GPU):
 # - ResNet50 stops at 1024 px: one inference takes about 2 s there on one
 #   thread, and 2048 / 4096 px would take about 4x / 16x longer each;
 # - iterations per run are chosen so each energy window lasts about a second or
@@ -60,7 +61,7 @@ measure() {  # measure OUT MODEL [OPTIONS...]: one `python -m measure run`, logg
   local cmd=(python -m measure run "$@" --device cpu --out "$out" --no-progress)
   echo "    ${cmd[*]}" | sed "s#$build#$DATA/$study#" >>"$build/commands.txt"
   echo "== ${cmd[*]}"
-  "$PYTHON" "${cmd[@]:1}"
+  "$PYTHON" "${cmd[@]:1}" || [ $? -eq 1 ]  # 1: some run failed; summarize leaves it out with a warning
 }
 
 summarize() {  # summarize TREE DEST: summary.csv and runs.csv of a run tree
@@ -70,22 +71,19 @@ summarize() {  # summarize TREE DEST: summary.csv and runs.csv of a run tree
 }
 
 alexnet() {
-  measure "$build/tree" alexnet --sizes 224 --iters 200 --warmup 20 --runs "$RUNS"
+  measure "$build/tree" alexnet --preset cpu-study --runs "$RUNS"
   # The warm-up effect: no untimed warm-up, and each of the 3 runs in a process of its own (one shard each).
   for k in 0 1 2; do
-    measure "$build/cold" alexnet --sizes 224 --iters 100 --warmup 0 --runs 3 --idle-seconds 1 --shard "$k/3"
+    measure "$build/cold" alexnet --preset cpu-study --iters 100 --warmup 0 --runs 3 --idle-seconds 1 --shard "$k/3"
   done
 }
 
 resnet50() {
-  measure "$build/tree" resnet50 --sizes 8 32 64 128 256 512 1024 --iters 20 --warmup 3 --runs "$RUNS" \
-    --iters-at 8=100 --iters-at 32=100 --iters-at 64=80 --iters-at 128=60 --iters-at 256=30 \
-    --iters-at 512=8 --iters-at 1024=3
+  measure "$build/tree" resnet50 --preset cpu-study --runs "$RUNS"
 }
 
 bert() {
-  measure "$build/tree" bert --sizes 50 100 150 200 250 300 350 400 450 500 --iters 8 --warmup 2 --runs "$RUNS" \
-    --iters-at 50=20 --iters-at 100=12
+  measure "$build/tree" bert --preset cpu-study --runs "$RUNS"
 }
 
 for study in "${studies[@]}"; do
@@ -97,7 +95,7 @@ for study in "${studies[@]}"; do
   "$study"
   summarize "$build/tree" "$build"
   load_after=$(loadavg) minutes=$(( ($(date +%s) - started + 30) / 60 ))
-  cpu=$("$PYTHON" -c 'from measure.protocol import cpu_model; print(cpu_model())')
+  cpu=$("$PYTHON" -c 'from measure.host import cpu_model; print(cpu_model())')
   gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
   weights=$("$PYTHON" -c 'import sys, pandas; print(", ".join(pandas.read_csv(sys.argv[1])["weights"].unique()))' \
             "$build/runs.csv")

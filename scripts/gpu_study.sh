@@ -8,7 +8,7 @@
 #
 # Full ResNet50 (8..4096 px) and BERT (50..500 tokens) sweeps and the AlexNet
 # point, 10 runs each, with iterations cut so the whole study takes about six
-# minutes on a recent GPU. It checks that the GPU energy is *measured* (NVML
+# minutes on a recent GPU: the package's gpu-study preset (measure/plan.py). It checks that the GPU energy is *measured* (NVML
 # energy counter), then packs the run trees into $OUT/gpu_study.tar.gz and writes
 # one summary CSV and one per-run CSV per model, and a log, beside it.
 #
@@ -28,39 +28,53 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT"
 trees="$(mktemp -d)"
 log="$OUT/gpu_study.log"
-iters() { "$PYTHON" -c "print(max(1, round($1 * $SCALE)))"; }
+scaled() {  # the --iters / --iters-at options of MODEL's gpu-study preset times SCALE (none when SCALE is 1)
+  "$PYTHON" - "$1" "$SCALE" <<'PY'
+import sys
+from measure.plan import PRESETS
+preset, scale = PRESETS["gpu-study"][sys.argv[1]], float(sys.argv[2])
+n = lambda count: max(1, round(count * scale))
+if scale != 1:
+    print(f"--iters {n(preset.iterations)}", *(f"--iters-at {s}={n(i)}" for s, i in preset.iterations_at.items()))
+PY
+}
 
-run() {  # run MODEL ITERS SIZES... [-- EXTRA OPTIONS]
-  local model=$1 n; n=$(iters "$2"); shift 2
-  echo "== $model: $*, $n iterations, $RUNS runs on $DEVICE" | tee -a "$log"
-  # --period 0.02: windows here last about a second, over which NVML's counter, moving every ~100 ms, is off
-  # by a few % read at the edges only; sampled five times faster, the analysis aligns it on its updates
-  "$PYTHON" -m measure run "$model" --device "$DEVICE" --iters "$n" --runs "$RUNS" \
-      --warmup 20 --period 0.02 --out "$trees/$model" --no-progress --sizes "$@" 2>&1 | tee -a "$log"
+run() {  # run MODEL: the gpu-study preset (measure/plan.py), RUNS runs on DEVICE
+  local model=$1 options; options=$(scaled "$model")
+  echo "== $model: gpu-study preset ${options:-as is}, $RUNS runs on $DEVICE" | tee -a "$log"
+  # the preset samples every 0.02 s: windows here last about a second, over which NVML's counter, moving every
+  # ~100 ms, is off by a few % read at the edges only; sampled five times faster, the analysis aligns it
+  # shellcheck disable=SC2086 # $options holds several options
+  "$PYTHON" -m measure run "$model" --preset gpu-study $options --device "$DEVICE" --runs "$RUNS" \
+      --out "$trees/$model" --no-progress 2>&1 | tee -a "$log" \
+    || [ "${PIPESTATUS[0]}" -eq 1 ]  # 1: some run failed (out of memory, say), which the check below notes
 }
 
 { "$PYTHON" -m measure sensors; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv || true; } \
   2>&1 | tee "$log"
 
-run alexnet 2000 224
-run resnet50 400 8 32 64 128 256 512 1024 2048 4096 --iters-at "4096=$(iters 100)"
-run bert 300 50 100 150 200 250 300 350 400 450 500
+run alexnet
+run resnet50
+run bert
 
-# The GPU energy must come from a real sensor: every complete run has a measured gpu energy counter.
+# The GPU energy must come from a real sensor: in every complete run, the GPU the model ran on (gpu_domain,
+# matched by UUID) has a measured NVML energy counter.
 "$PYTHON" - "$trees" <<'PY' 2>&1 | tee -a "$log"
-import json, sys
+import sys
 from pathlib import Path
+from measure import runtree
 bad = []
 for meta_path in Path(sys.argv[1]).rglob("meta.json"):
-    meta = json.loads(meta_path.read_text())
-    gpus = {k: v for k, v in meta["sensors"].items() if k.startswith("gpu")}
-    if meta["status"] != "complete":
-        print(f"note: {meta_path.parent} is {meta['status']}: {meta['reason']}")
-    elif not any(v["source"] == "measured" and f"{k}.energy_j" in v["channels"] for k, v in gpus.items()):
-        bad.append(str(meta_path.parent))
+    meta = runtree.read_meta(meta_path.parent)
+    domain = meta.get("gpu_domain")
+    about = meta.sensors.get(domain) or {}
+    if meta.status != "complete":
+        print(f"note: {meta_path.parent} is {meta.status}: {meta.reason}")
+    elif not (about.get("source") == "measured" and f"{domain}.energy_j" in about.get("channels", [])):
+        bad.append(f"{meta_path.parent} ({meta.get('gpu_domain_note') or domain})")
 if bad:
     sys.exit(f"GPU energy is not measured by an NVML energy counter in {len(bad)} runs, e.g. {bad[0]}")
-print("check: GPU energy measured by the NVML energy counter in every complete run")
+print("check: GPU energy measured by the NVML energy counter of the run's GPU in every complete run")
 PY
 
 for model in alexnet resnet50 bert; do

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from treegen import write_run
 import analysis.__main__
 import measure.__main__
 from analysis import AnalysisWarning, load_study
-from measure.protocol import Plan
+from measure.plan import Plan
 
 COMMON = ["--sizes", "8", "--iters", "2", "--runs", "1", "--device", "cpu", "--idle-seconds", "0.1", "--no-progress"]
 
@@ -53,12 +52,18 @@ def foreign_files(out: Path) -> None:
 
 def a_tree_of_another_plan(out: Path) -> None:
     out.mkdir()
-    plan = Plan.from_preset("resnet50", sizes=[8], iterations=5, runs=1, device="cpu", idle_s=0.1, max_runs=50,
-                            min_window_s=2.0)
-    (out / "study.json").write_text(json.dumps({"schema": 1, "plan": asdict(plan)}))
+    plan = Plan.from_preset("resnet50", sizes=[8], iterations=5, runs=1, device="cpu", idle_s=0.1)
+    (out / "study.json").write_text(json.dumps({"schema": 2, "plan": plan.record()}))
 
 
 def a_tree_with_runs(out: Path) -> None:
+    out.mkdir()
+    plan = Plan.from_preset("resnet50", sizes=[8], iterations=2, runs=1, device="cpu", idle_s=0.1)
+    (out / "study.json").write_text(json.dumps({"schema": 2, "plan": plan.record()}))
+    (out / "batch1-fp32-eager" / "input_8" / "run_0").mkdir(parents=True)
+
+
+def a_tree_of_an_older_version(out: Path) -> None:
     (out / "input_8" / "run_0").mkdir(parents=True)
 
 
@@ -77,7 +82,16 @@ MEASURE_CASES = [  # (model, options, what the --out path is made, the error's w
     ("resnet50", ["--device", "tpu"], None, "unknown device 'tpu'"),
     ("resnet50", ["--device", "cuda:7"], None, "asked for, but"),
     ("resnet50", ["--period", "0"], None, "must be a positive number, got 0"),
-    ("resnet50", ["--idle-seconds", "inf"], None, "must be a positive number, got inf"),
+    ("resnet50", ["--idle-seconds", "inf"], None, "must be a non-negative number, got inf"),
+    ("resnet50", ["--idle-seconds", "-1"], None, "must be a non-negative number, got -1"),
+    ("resnet50", ["--batch-sizes", "0"], None, "must be at least 1, got 0"),
+    ("resnet50", ["--threads", "2", "2"], None, "--threads lists 2 more than once"),
+    ("resnet50", ["--dtypes", "fp8"], None, "invalid choice: 'fp8'"),
+    ("resnet50", ["--compile", "jit"], None, "invalid choice: 'jit'"),
+    ("resnet50", ["--order", "random"], None, "invalid choice: 'random'"),
+    ("resnet50", ["--quick", "--preset", "seed"], None, "--quick is --preset quick"),
+    ("resnet50", ["--precision", "0.05", "--runs", "5", "--max-runs", "4"], None,
+     "--max-runs must be at least --runs and 3 with --precision, got 4"),
     ("resnet50", ["--iters-at", "4096"], None, "expected SIZE=N"),
     ("resnet50", ["--iters-at", "99=5"], None, "--iters-at names size(s) 99 that --sizes does not list"),
     ("resnet50", ["--precision", "2"], None, "relative half-width"),
@@ -86,11 +100,17 @@ MEASURE_CASES = [  # (model, options, what the --out path is made, the error's w
     ("resnet50", ["--shard", "one/2"], None, "expected i/n"),
     ("resnet50", ["--shard", "0/2", "--precision", "0.1"], None, "cannot be split into shards"),
     ("bert", ["--sizes", "600"], None, "at most 510 tokens"),
+    ("bert", ["--sizes", "50", "600"], None, "at most 510 tokens"),  # every size is checked before anything runs
     ("resnet50", [], a_file, "exists and is not a folder"),
     ("resnet50", [], foreign_files, "is not empty and is not a run tree"),
     ("resnet50", [], inside_a_file, "cannot create output folder"),
-    ("resnet50", ["--resume"], a_tree_of_another_plan, "started with another plan (iterations: 5 there, 2 now)"),
-    ("resnet50", [], a_tree_with_runs, "already holds runs (first: input_8/run_0); pass --resume"),
+    ("resnet50", ["--resume"], a_tree_of_another_plan, "started with another plan (--iters: 5 there, 2 now)"),
+    ("resnet50", [], a_tree_with_runs,
+     "already holds runs (first: batch1-fp32-eager/input_8/run_0); pass --resume to complete it, --overwrite"),
+    ("resnet50", [], a_tree_of_an_older_version, "was written by an older version of this package"),
+    ("resnet50", ["--resume"], a_tree_of_an_older_version, "was written by an older version of this package"),
+    ("resnet50", ["--resume", "--overwrite"], None, "--overwrite starts the tree again and --resume completes it"),
+    ("resnet50", ["--overwrite", "--shard", "0/2"], None, "--overwrite cannot go with --shard"),
     ("resnet50", ["--tasks", "2"], None, "--tasks goes with --executor"),
     ("resnet50", ["--executor", "local", "--shard", "0/2"], None, "--shard goes without --executor"),
     ("resnet50", ["--executor", "local", "--tasks", "3"], None, "--tasks must be between 1 and the sweep's 1"),

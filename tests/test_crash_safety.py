@@ -21,20 +21,22 @@ from pathlib import Path
 import pytest
 
 from analysis import AnalysisWarning, load_study
-from measure.protocol import Plan, run_study
-from measure.runtree import read_meta
+from measure.plan import Plan
+from measure.runtree import MetaError, read_meta, read_status
+from measure.sweep import run_study
 
 SWEEP = ["resnet50", "--sizes", "8", "16", "--iters", "12", "--runs", "2", "--warmup", "1", "--device", "cpu",
          "--idle-seconds", "0.1", "--period", "0.01", "--no-progress"]
-CELLS = {"input_8/run_0", "input_8/run_1", "input_16/run_0", "input_16/run_1"}
+CONFIG = "batch1-fp32-eager"
+CELLS = {f"{CONFIG}/input_8/run_0", f"{CONFIG}/input_8/run_1", f"{CONFIG}/input_16/run_0", f"{CONFIG}/input_16/run_1"}
 
 
 def run_folders(tree: Path) -> dict[str, Path]:
-    return {p.relative_to(tree).as_posix(): p for p in tree.glob("input_*/run_*")}
+    return {p.relative_to(tree).as_posix(): p for p in tree.glob("*/input_*/run_*")}
 
 
 def status(folder: Path) -> str | None:
-    return (read_meta(folder) or {}).get("status")
+    return read_status(folder)
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -72,14 +74,17 @@ def check_tree_after_kill(tree: Path) -> int:
     """Invariants of a killed tree; the number of complete runs."""
     complete = 0
     for name, folder in run_folders(tree).items():
-        meta = read_meta(folder)
-        if meta is None or meta["status"] != "complete":
-            assert meta is None or meta["status"] == "running", name  # recognisably interrupted
+        try:
+            meta = read_meta(folder)
+        except MetaError:
+            meta = None  # killed before its first meta.json was in place
+        if meta is None or meta.status != "complete":
+            assert meta is None or meta.status == "running", name  # recognisably interrupted
             continue
         complete += 1
         assert {f.name for f in folder.iterdir()} == {"power_metrics.json", "latency.csv", "meta.json"}, name
         latencies = (folder / "latency.csv").read_text().splitlines()
-        assert latencies[0] == "latency_s" and len(latencies) == 1 + meta["iterations"]
+        assert latencies[0] == "latency_s" and len(latencies) == 1 + meta.iterations
         marks = [json.loads(line)["mark"] for line in (folder / "power_metrics.json").read_text().splitlines()]
         assert marks[0] == "start" and marks[-1] == "end"
     if complete:
@@ -162,16 +167,17 @@ def test_resume_with_another_plan_is_refused(tmp_path):
 def test_a_precision_sweep_resumes_with_its_runs_and_iterations(tmp_path):
     plan = Plan("resnet50", [8], iterations=1, runs=3, warmup=1, device="cpu", period_s=0.02, idle_s=0,
                 precision=1e-9, max_runs=3, min_window_s=0.02)
-    out = run_study(plan, tmp_path / "p", progress=False)
-    first, last = out / "input_8" / "run_0", out / "input_8" / "run_2"
+    never = lambda folders: (False, "not precise enough")  # noqa: E731 - the cap stops every point
+    out = run_study(plan, tmp_path / "p", stop_rule=never, progress=False)
+    first, last = out / CONFIG / "input_8" / "run_0", out / CONFIG / "input_8" / "run_2"
     samples = (first / "power_metrics.json").read_bytes()
-    meta = read_meta(last)
+    meta = json.loads((last / "meta.json").read_text())
     (last / "meta.json").write_text(json.dumps({**meta, "status": "running"}))  # as a kill leaves it
     os.remove(last / "latency.csv")
 
-    run_study(plan, out, resume=True, progress=False)
+    run_study(plan, out, resume=True, stop_rule=never, progress=False)
     assert (first / "power_metrics.json").read_bytes() == samples
-    metas = [read_meta(out / "input_8" / f"run_{k}") for k in range(3)]
-    assert [m["status"] for m in metas] == ["complete"] * 3
-    assert {m["iterations"] for m in metas} == {meta["iterations"]}
-    assert all(m["stop_reason"].startswith("cap reached: 3 runs") for m in metas)
+    metas = [read_meta(out / CONFIG / "input_8" / f"run_{k}") for k in range(3)]
+    assert [m.status for m in metas] == ["complete"] * 3
+    assert {m.iterations for m in metas} == {meta["iterations"]}
+    assert all(m.get("stop_reason").startswith("cap reached: 3 runs") for m in metas)

@@ -18,17 +18,18 @@ from submitit.core.utils import DelayedSubmission
 
 from measure.__main__ import main
 from measure.executors import Shard
-from measure.protocol import Plan, prepare_study, run_study
+from measure.plan import Cell, Config, Plan
 from measure.runtree import read_meta
+from measure.sweep import Start, prepare, run_study
 
 OPTIONS = ["--sizes", "8", "16", "--iters", "3", "--runs", "1", "--warmup", "1", "--device", "cpu",
            "--period", "0.02", "--idle-seconds", "0.1", "--no-progress"]
-PER_PROCESS = ("window", "host", "idle_power_w")
+PER_PROCESS = ("window", "host", "idle")  # idle: each process records its own
 
 
 def plan_of_options() -> Plan:
     return Plan.from_preset("resnet50", sizes=[8, 16], iterations=3, runs=1, warmup=1, device="cpu", period_s=0.02,
-                            idle_s=0.1, max_runs=50, min_window_s=2.0)
+                            idle_s=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def direct(tmp_path_factory):
 
 
 def metas(tree: Path) -> dict[str, dict]:
-    return {folder.relative_to(tree).as_posix(): {k: v for k, v in read_meta(folder).items() if k not in PER_PROCESS}
-            for folder in tree.glob("input_*/run_*")}
+    return {folder.relative_to(tree).as_posix(): {k: v for k, v in read_meta(folder).to_document().items()
+                                                  if k not in PER_PROCESS}
+            for folder in tree.glob("*/input_*/run_*")}
 
 
 def assert_same_tree(tree: Path, direct: Path, processes: int) -> None:
@@ -73,7 +75,9 @@ def test_a_shard_starting_while_another_writes_study_json_joins_the_tree(tmp_pat
     out = tmp_path / "tree"
     out.mkdir()
     (out / ".study.json.r4ce.tmp").write_text("{")  # the other shard, between its write and its rename
-    assert prepare_study(plan_of_options(), out, shard=(1, 2)) == (out, [(16, 0)])
+    prepared = prepare(plan_of_options(), out, shard=(1, 2))
+    assert (prepared.out, prepared.todo) == (out, [Cell(Config(), 16, 0)])
+    Start(plan_of_options(), out).begin()  # what its first run does
     assert json.loads((out / "study.json").read_text())["plan"]["sizes"] == [8, 16]
 
 
@@ -110,7 +114,7 @@ def test_slurm_job_array_with_gpu_options(tmp_path, monkeypatch, capsys):
                  "#SBATCH --job-name=measure-resnet50", f"#SBATCH --output={out / 'submitit'}/%A_%a_0_log.out"):
         assert line in script
     plan = Plan.from_preset("resnet50", sizes=[8, 16], iterations=3, runs=2, warmup=1, device="cpu", period_s=0.02,
-                            idle_s=0.1, max_runs=50, min_window_s=2.0)
+                            idle_s=0.1)
     for i in range(3):  # every task resumes its own shard of the one plan into the one tree
         task = DelayedSubmission.load(out / "submitit" / f"4242_{i}_submitted.pkl")
         assert isinstance(task.function, Shard) and task.args == (plan, out, i, 3)

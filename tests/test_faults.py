@@ -1,6 +1,7 @@
 """Faults injected into real sweeps: a sensor lost mid-run, out of memory at one size, a full or read-only disk."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import json
@@ -13,16 +14,18 @@ import pytest
 import torch
 from fakes import FakeGPU, FakeNVML, make_powercap
 
-import measure.protocol
+import measure.sweep
 from analysis import AnalysisWarning, load_study
 from measure import runtree
 from measure.__main__ import main
-from measure.protocol import Plan, run_study
-from measure.runtree import read_meta
+from measure.plan import Plan
+from measure.runtree import read_status
+from measure.sweep import run_study
 from measure.sensors import nvml, rapl
 
 READS_BEFORE_GPU_LOST = 4
 RAPL_FAILED_READS = range(2, 4)  # reads of energy_uj (the probe's is read 0)
+CONFIG = "batch1-fp32-eager"
 
 
 def small_plan(sizes=(8,), runs=1, **overrides) -> Plan:
@@ -53,7 +56,11 @@ def faulty_run(tmp_path_factory):
     out = run_study(small_plan(), tmp / "tree", sensors=(sensors, {}), progress=False)
     for sensor in sensors:
         sensor.close()
-    return out / "input_8" / "run_0"
+    return out / CONFIG / "input_8" / "run_0"
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
 
 
 def test_failed_sensor_reads_are_gaps_and_the_run_completes(faulty_run):
@@ -105,15 +112,30 @@ def test_out_of_memory_fails_that_point_and_the_sweep_goes_on(tmp_path, monkeypa
         loaded.module = OutOfMemoryAt(loaded.module, 16)
         return loaded
 
-    real_load_model = measure.protocol.load_model
-    monkeypatch.setattr(measure.protocol, "load_model", load_model)
+    real_load_model = measure.sweep.load_model
+    monkeypatch.setattr(measure.sweep, "load_model", load_model)
     out = run_study(small_plan(sizes=(16, 8), iterations=3), tmp_path / "oom", progress=False)
-    failed, complete = read_meta(out / "input_16" / "run_0"), read_meta(out / "input_8" / "run_0")
+    failed, complete = read_meta(out / CONFIG / "input_16" / "run_0"), read_meta(out / CONFIG / "input_8" / "run_0")
     assert failed["status"] == "failed"
     assert failed["reason"].startswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB")
     assert complete["status"] == "complete"
     with pytest.warns(AnalysisWarning, match=r"1 incomplete run\(s\) left out.*input_16/run_0 \(failed, no samples\)"):
         assert load_study(out).runs["input_size"].tolist() == [8]
+
+
+def test_a_failed_run_makes_the_command_exit_1_with_its_reason(tmp_path, monkeypatch, capsys):
+    real_load_model = measure.sweep.load_model
+    monkeypatch.setattr(measure.sweep, "load_model",
+                        lambda name: dataclasses.replace(real_load_model(name), module=OutOfMemoryAt(
+                            real_load_model(name).module, 16)))
+    argv = ["run", "resnet50", "--sizes", "16", "8", "--runs", "1", "--iters", "2", "--warmup", "0", "--device",
+            "cpu", "--idle-seconds", "0", "--no-progress", "--out", str(tmp_path / "oom")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "done in " in captured.out and ": 1 runs complete, 1 failed, 0 skipped" in captured.out
+    assert captured.err.splitlines()[-1].startswith(
+        "error: 1 run(s) failed (first: batch1-fp32-eager/input_16/run_0: OutOfMemoryError: CUDA out of memory.")
+    assert "Traceback" not in captured.err
 
 
 SWEEP = ["run", "resnet50", "--sizes", "8", "--runs", "2", "--iters", "3", "--warmup", "0", "--device", "cpu",
@@ -157,12 +179,12 @@ def test_a_full_or_read_only_disk_is_one_line_and_no_half_run_looks_complete(
     out = tmp_path / "tree"
     assert main([*SWEEP, "--out", str(out)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {out}/input_8/run_1/{target}: {os.strerror(code)}; "), err
+    assert len(err) == 1 and err[0].startswith(f"error: {out}/{CONFIG}/input_8/run_1/{target}: {os.strerror(code)}; "), err
     assert "--resume" in err[0]
-    run0, run1 = out / "input_8" / "run_0", out / "input_8" / "run_1"
+    run0, run1 = out / CONFIG / "input_8" / "run_0", out / CONFIG / "input_8" / "run_1"
     assert read_meta(run0)["status"] == "complete"
     assert sorted(p.name for p in run0.iterdir()) == ["latency.csv", "meta.json", "power_metrics.json"]
-    assert (read_meta(run1) or {}).get("status") in (None, "running")
+    assert read_status(run1) in (None, "running")
     assert not list(out.rglob("*.tmp"))  # the failed write removed its temporary file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)  # run 1 is left out

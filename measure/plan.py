@@ -1,0 +1,340 @@
+"""What a study measures: the plan, its grid of dimensions, named presets, cells, their order and shards.
+
+A study measures every point of a grid (configuration x input size) ``runs``
+times. A configuration is one value of each knob: batch size, dtype, execution
+(eager or compiled) and, when swept, the number of torch threads; each has a
+folder of its own, ``OUT/<config>/input_<size>/run_<k>/`` (``runtree.config_name``).
+A *cell* is one run folder: (configuration, input size, run). The cells are
+measured in the plan's ``order`` and a shard takes every n-th of the ordered
+cells. This module imports no torch: a plan is checked, recorded and compared
+without loading anything.
+
+Errors are ``PlanError`` (a ``ValueError``) with one line naming what is wrong
+by the names of the caller's vocabulary: the ``Plan`` fields and keywords by
+default (``sizes``, ``resume=True``), the command line's options when it
+passes its own (``--sizes``, ``--resume``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Collection, Iterator, Mapping, NamedTuple
+
+from . import runtree
+
+DTYPES = ("fp32", "fp16", "bf16")
+EXECUTIONS = ("eager", "compiled")
+DTYPE_MODES = ("cast", "autocast")
+ORDERS = ("sequential", "interleave", "shuffle")
+MIN_PRECISION_RUNS = 3  # a confidence interval of a median needs a few runs; the default of ``runs`` with a precision
+# How the Python API names the keywords of ``run_study`` in its messages (fields are named as they are).
+API_NAMES = {"resume": "resume=True", "overwrite": "overwrite=True", "shard": "shard"}
+
+
+class PlanError(ValueError):
+    """A plan, or a way of running it, that cannot be measured (one line)."""
+
+
+def named(names: Mapping[str, str], key: str) -> str:
+    """How the caller calls ``key`` (a ``Plan`` field or a keyword of ``run_study``)."""
+    return names.get(key, API_NAMES.get(key, key))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A study's protocol for one model: sizes, timed iterations per run (``iterations_at``: per size), runs,
+    untimed warm-up inferences, idle recording (s) and sampling period (s)."""
+
+    sizes: tuple[int, ...]
+    iterations: int
+    runs: int = 10
+    warmup: int = 50
+    iterations_at: Mapping[int, int] = field(default_factory=dict)
+    idle_s: float = 5.0
+    period_s: float = 0.1
+
+
+RESNET_SIZES = (8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+BERT_SIZES = tuple(range(50, 501, 50))
+PRESETS: dict[str, dict[str, Preset]] = {
+    # The seed study's protocol (AlexNet, ResNet50 and BERT with AIPowerMeter).
+    "seed": {
+        "alexnet": Preset((224,), 4000),
+        "resnet50": Preset(RESNET_SIZES, 5000, iterations_at={4096: 1000}),
+        "bert": Preset(BERT_SIZES, 1000),
+    },
+    # About a minute per model on a 2-core CPU.
+    "quick": {
+        "alexnet": Preset((224,), 40, runs=5, warmup=5, idle_s=1.0),
+        "resnet50": Preset((32, 64, 128, 224), 15, runs=3, warmup=3, idle_s=1.0),
+        "bert": Preset((50, 100, 200, 300), 5, runs=3, warmup=2, idle_s=1.0),
+    },
+    # The committed CPU study (scripts/cpu_study.sh), cut to fit a 2-core CPU: ResNet50 stops at 1024 px and
+    # iterations are chosen so each window lasts about a second or more, fewer at large sizes.
+    "cpu-study": {
+        "alexnet": Preset((224,), 200, warmup=20),
+        "resnet50": Preset(RESNET_SIZES[:7], 20, warmup=3,
+                           iterations_at={8: 100, 32: 100, 64: 80, 128: 60, 256: 30, 512: 8, 1024: 3}),
+        "bert": Preset(BERT_SIZES, 8, warmup=2, iterations_at={50: 20, 100: 12}),
+    },
+    # The GPU study (scripts/gpu_study.sh): about six minutes on a recent GPU. Sampled every 0.02 s so that the
+    # analysis aligns NVML's energy counter, which moves every ~100 ms, on its updates.
+    "gpu-study": {
+        "alexnet": Preset((224,), 2000, warmup=20, period_s=0.02),
+        "resnet50": Preset(RESNET_SIZES, 400, warmup=20, period_s=0.02, iterations_at={4096: 100}),
+        "bert": Preset(BERT_SIZES, 300, warmup=20, period_s=0.02),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of the knobs; ``threads`` None: torch's number, not set."""
+
+    batch_size: int = 1
+    dtype: str = "fp32"
+    execution: str = "eager"
+    threads: int | None = None
+
+    @property
+    def knobs(self) -> dict[str, int | str]:
+        """The knobs that name the folder (``threads`` only when set)."""
+        knobs = {"batch_size": self.batch_size, "dtype": self.dtype, "execution": self.execution}
+        return knobs if self.threads is None else {**knobs, "threads": self.threads}
+
+    @property
+    def name(self) -> str:
+        """The configuration's folder name, e.g. ``batch8-bf16-compiled-threads2``."""
+        return runtree.config_name(self.knobs)
+
+
+class Cell(NamedTuple):
+    """One run folder of a study: ``root/<config.name>/input_<size>/run_<run>``."""
+
+    config: Config
+    size: int
+    run: int
+
+    def folder(self, root: Path) -> Path:
+        return runtree.run_dir(root, self.size, self.run, self.config.name)
+
+    def __str__(self) -> str:
+        return f"{self.config.name}/input_{self.size}/run_{self.run}"
+
+
+@dataclass
+class Plan:
+    """Everything that defines a study; recorded in ``study.json``.
+
+    ``iterations``: timed forward passes per run (``iterations_at``: per input
+    size); ``warmup``: untimed ones before each window; ``period_s``: sampling
+    period (s); ``idle_s``: seconds of idle recording before the first run (0:
+    none). The grid: ``sizes`` x ``batch_sizes`` x ``dtypes`` (``fp32``,
+    ``fp16``, ``bf16``, applied by ``dtype_mode``: ``cast`` the model and its
+    floating inputs, or ``autocast``) x ``executions`` (``eager``, ``compiled``)
+    x ``threads`` (None: torch's, not set). ``order``: ``sequential`` (point
+    after point), ``interleave`` (run 0 of every point, then run 1, ...) or
+    ``shuffle`` (a permutation drawn from ``seed``). With ``precision`` (the
+    target relative half-width of the 95 % CI of a point's median), runs are
+    added to a point until a stop rule says so, ``runs`` being the minimum and
+    ``max_runs`` the cap, and each window lasts at least ``min_window_s``.
+    """
+
+    model: str
+    sizes: list[int]
+    iterations: int
+    runs: int
+    warmup: int
+    device: str = "auto"
+    period_s: float = 0.1
+    idle_s: float = 5.0
+    iterations_at: dict[int, int] = field(default_factory=dict)
+    precision: float | None = None
+    max_runs: int = 50
+    min_window_s: float = 2.0
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    dtype_mode: str = "cast"
+    executions: list[str] = field(default_factory=lambda: ["eager"])
+    threads: list[int] | None = None
+    order: str = "sequential"
+    seed: int = 0
+
+    @classmethod
+    def from_preset(cls, model: str, preset: str = "seed", *, quick: bool = False,
+                    names: Mapping[str, str] = API_NAMES, **overrides) -> "Plan":
+        """The plan of a named preset (``PRESETS``) for ``model``, with ``overrides`` of its fields.
+
+        ``quick=True`` is ``preset="quick"``. An override of None keeps the
+        preset's value; ``iterations`` replaces every per-size count of the
+        preset, and ``iterations_at`` adds per-size counts to those left; with
+        a ``precision`` and no ``runs``, runs default to ``MIN_PRECISION_RUNS``
+        (the minimum before the stop rule is asked). Raises ``PlanError`` for
+        an unknown preset, model or keyword, or an invalid plan (``names``:
+        how its message names the fields).
+        """
+        if quick:
+            preset = "quick"
+        if preset not in PRESETS:
+            raise PlanError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        if model not in PRESETS[preset]:
+            raise PlanError(f"preset {preset!r} has no protocol for {model!r}; it has {', '.join(PRESETS[preset])}")
+        known = {f.name for f in fields(cls)} - {"model"}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise PlanError(f"Plan.from_preset() got unknown keyword(s) {', '.join(unknown)}; "
+                            f"it takes {', '.join(sorted(known))}")
+        chosen = PRESETS[preset][model]
+        plan = cls(model, list(chosen.sizes), chosen.iterations, chosen.runs, chosen.warmup,
+                   period_s=chosen.period_s, idle_s=chosen.idle_s)
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if "precision" in given and "runs" not in given:
+            plan.runs = MIN_PRECISION_RUNS
+        per_size = dict(given.pop("iterations_at", {}))
+        for name, value in given.items():
+            setattr(plan, name, value)
+        kept = {} if "iterations" in given else {s: n for s, n in chosen.iterations_at.items() if s in plan.sizes}
+        plan.iterations_at = {**kept, **per_size}
+        plan.validate(names)
+        return plan
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> "Plan":
+        """The plan recorded in a ``study.json`` (its ``plan`` mapping); ``PlanError`` if it is not one."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise PlanError(f"the recorded plan has field(s) this version does not know: {', '.join(unknown)}")
+        values = dict(record)
+        values["iterations_at"] = {int(size): n for size, n in (values.get("iterations_at") or {}).items()}
+        try:
+            plan = cls(**values)
+        except TypeError as error:
+            raise PlanError(f"the recorded plan is incomplete: {error}") from None
+        plan.validate()
+        return plan
+
+    def record(self) -> dict:
+        """The plan as JSON values, as ``study.json`` holds it (size keys of ``iterations_at`` as text)."""
+        document = asdict(self)
+        document["iterations_at"] = {str(size): n for size, n in self.iterations_at.items()}
+        return document
+
+    def validate(self, names: Mapping[str, str] = API_NAMES) -> None:
+        """Raise ``PlanError`` naming the first problem, in the caller's ``names`` of fields."""
+        def name(key: str) -> str:
+            return named(names, key)
+
+        for key in ("sizes", "batch_sizes", "threads"):
+            values = getattr(self, key)
+            if values is None and key == "threads":
+                continue
+            if not values or any(not _integer(v) or v < 1 for v in values):
+                raise PlanError(f"{name(key)} must be positive integers, got {values}")
+        for key, allowed in (("dtypes", DTYPES), ("executions", EXECUTIONS)):
+            values = getattr(self, key)
+            if not values or any(v not in allowed for v in values):
+                raise PlanError(f"{name(key)} must be among {', '.join(allowed)}, got {values}")
+        for key in ("sizes", "batch_sizes", "dtypes", "executions", "threads"):
+            values = getattr(self, key) or []
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                raise PlanError(f"{name(key)} lists {', '.join(map(str, repeated))} more than once")
+        stray = sorted(set(self.iterations_at) - set(self.sizes))
+        if stray:
+            raise PlanError(f"{name('iterations_at')} names size(s) {', '.join(map(str, stray))} "
+                            f"that {name('sizes')} does not list")
+        for key, least in (("iterations", 1), ("runs", 1), ("max_runs", 1), ("warmup", 0), ("seed", 0)):
+            value = getattr(self, key)
+            if not _integer(value) or value < least:
+                raise PlanError(f"{name(key)} must be an integer of at least {least}, got {value}")
+        if any(not _integer(n) or n < 1 for n in self.iterations_at.values()):
+            raise PlanError(f"{name('iterations_at')} counts must be at least 1, got {self.iterations_at}")
+        for key in ("period_s", "min_window_s"):
+            if not _number(getattr(self, key)) or getattr(self, key) <= 0:
+                raise PlanError(f"{name(key)} must be a positive number of seconds, got {getattr(self, key)}")
+        if not _number(self.idle_s) or self.idle_s < 0:
+            raise PlanError(f"{name('idle_s')} must be 0 or more seconds, got {self.idle_s}")
+        if self.dtype_mode not in DTYPE_MODES:
+            raise PlanError(f"{name('dtype_mode')} must be one of {', '.join(DTYPE_MODES)}, got {self.dtype_mode!r}")
+        if self.order not in ORDERS:
+            raise PlanError(f"{name('order')} must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.precision is not None and not (_number(self.precision) and 0 < self.precision < 1):
+            raise PlanError(f"{name('precision')} is a relative half-width such as 0.01, got {self.precision}")
+        if self.precision is not None and self.max_runs < max(self.runs, MIN_PRECISION_RUNS):
+            raise PlanError(f"{name('max_runs')} must be at least {name('runs')} and {MIN_PRECISION_RUNS} "
+                            f"with {name('precision')}, got {self.max_runs} (with {name('runs')} {self.runs})")
+
+    def iterations_for(self, size: int) -> int:
+        return self.iterations_at.get(size, self.iterations)
+
+    def configs(self) -> list[Config]:
+        """Every configuration of the grid: batch sizes, then dtypes, executions and threads vary fastest."""
+        threads = self.threads or [None]
+        return [Config(b, d, e, t) for b, d, e, t in itertools.product(self.batch_sizes, self.dtypes,
+                                                                        self.executions, threads)]
+
+    def points(self) -> list[tuple[Config, int]]:
+        """Every (configuration, input size) of the grid, configuration by configuration."""
+        return [(config, size) for config in self.configs() for size in self.sizes]
+
+    def cells(self, shard: tuple[int, int] = (0, 1)) -> list[Cell]:
+        """The cells of a fixed number of runs in the plan's order, or the ``i``-th of ``n`` shares of them
+        (``shard=(i, n)``: every n-th cell from the i-th)."""
+        if self.order == "interleave":
+            cells = [Cell(c, s, run) for run in range(self.runs) for c, s in self.points()]
+        else:
+            cells = [Cell(c, s, run) for c, s in self.points() for run in range(self.runs)]
+            if self.order == "shuffle":
+                random.Random(self.seed).shuffle(cells)
+        index, count = shard
+        return cells[index::count]
+
+    def adaptive_cells(self, active: Collection[tuple[Config, int]]) -> Iterator[Cell]:
+        """The cells of a precision sweep, where a point leaves ``active`` (a live collection) once stopped.
+
+        ``sequential``: each point's runs until it stops, point after point;
+        ``interleave``: rounds (run k of every active point); ``shuffle``:
+        rounds, each in an order drawn from ``seed`` and the round's number.
+        """
+        points = self.points()
+        if self.order == "sequential":
+            for config, size in points:
+                for run in range(self.max_runs):
+                    if (config, size) not in active:
+                        break
+                    yield Cell(config, size, run)
+            return
+        for run in range(self.max_runs):
+            now = [point for point in points if point in active]
+            if self.order == "shuffle":
+                random.Random(f"{self.seed}/{run}").shuffle(now)
+            for config, size in now:
+                if (config, size) in active:
+                    yield Cell(config, size, run)
+
+    def differences(self, recorded: Mapping[str, object],
+                    same_device: Callable[[str, str], bool] = str.__eq__) -> list[tuple[str, object, object]]:
+        """``(field, recorded value, this plan's value)`` for every field that differs from a recorded plan.
+
+        ``same_device`` compares devices as they resolve (``auto`` may be ``cpu``).
+        """
+        mine = self.record()
+        differ = []
+        for key, value in mine.items():
+            before = recorded.get(key)
+            same = same_device(str(before), str(value)) if key == "device" else before == value
+            if not same:
+                differ.append((key, before, value))
+        return differ
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
