@@ -44,6 +44,13 @@ class Tracked:
     quantity: str
 
     @property
+    def reported(self) -> str:
+        """The analysis's domain of this figure: ``gpu`` for the GPU the model ran on, ``clock`` for latency."""
+        if self.domain is None:
+            return "clock"
+        return "gpu" if self.domain.startswith("gpu") else self.domain
+
+    @property
     def label(self) -> str:
         if self.domain is None:
             return "latency (no measured energy sensor)"
@@ -67,23 +74,19 @@ def run_value(folder: Path, tracked: Tracked) -> float:
     """The tracked quantity of one complete run; ``TrackingError`` if the analysis does not give it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
-        study = load_study(folder)
-    if tracked.domain is None:
-        table, rows = study.runs, slice(None)
-        needed = [tracked.quantity]
-    else:
-        table = study.energies
-        needed = ["domain", "source", tracked.quantity]
-    missing = [column for column in needed if column not in table.columns]
+        table = load_study(folder).quantities
+    missing = [column for column in ("domain", "quantity", "value", "source") if column not in table.columns]
     if missing:
         raise TrackingError(f"{folder}: the analysis's table has no {', '.join(missing)} column; "
                             f"cannot track {tracked.label}")
-    if tracked.domain is not None:
-        rows = table["domain"] == tracked.domain
-        if not rows.any() or set(table.loc[rows, "source"]) != {MEASURED}:
-            raise TrackingError(f"{folder}: the analysis gives no measured {tracked.quantity} for domain "
-                                f"{tracked.domain}")
-    values = table.loc[rows, tracked.quantity].to_numpy(dtype=float)
+    rows = table[(table["domain"] == tracked.reported) & (table["quantity"] == tracked.quantity)]
+    if rows.empty:
+        raise TrackingError(f"{folder}: the analysis gives no {tracked.quantity} quantity for domain "
+                            f"{tracked.reported}; cannot track {tracked.label}")
+    if tracked.domain is not None and set(rows["source"]) != {MEASURED}:
+        raise TrackingError(f"{folder}: the analysis gives no measured {tracked.quantity} for domain "
+                            f"{tracked.reported}")
+    values = rows["value"].to_numpy(dtype=float)
     if len(values) != 1 or not np.isfinite(values[0]):
         raise TrackingError(f"{folder}: {tracked.label} is {values.tolist()}, not one finite value")
     return float(values[0])

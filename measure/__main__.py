@@ -315,7 +315,7 @@ def measure(args: argparse.Namespace, plan, out: Path) -> int:
     print(f"done in {duration(wall_s)}: {complete - skipped} runs complete, {failed} failed, {skipped} skipped "
           f"(complete before){f', {others} not complete' if others else ''}")
     print(f"run tree: {out}")
-    print_medians(out, plan)
+    print_medians(out)
     if failed or others:
         first = f" (first: {done.first_failure[0]}: {done.first_failure[1]})" if done.first_failure else ""
         print(f"error: {failed} run(s) failed{first}{f', {others} not complete' if others else ''}; the complete "
@@ -383,50 +383,25 @@ def sensor_line(sensor: str, domain) -> str:
     return line
 
 
-def print_medians(out: Path, plan) -> None:
-    """Median energy per inference (per domain, with its source) and median latency of each point, computed by
-    the analysis from the complete runs; a warning line instead if it cannot be computed."""
+def print_medians(out: Path) -> None:
+    """The analysis's table of the complete runs: per point, median latency and each headline domain's median
+    energy per inference with its source and 95 % CI; a warning line instead if it cannot be computed."""
     import warnings
 
-    from analysis import AnalysisWarning, NoUsableRuns, load_study
+    from analysis import AnalysisWarning, NoUsableRuns, export, load_study, metadata, summarize
 
-    from . import runtree
-
-    rows, domains = [], {}
-    for config in plan.configs():
-        folder = out / config.name
-        if not folder.is_dir():
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
-                study = load_study(folder)
-        except NoUsableRuns:
-            continue
-        except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy
-            print(f"warning: no table of medians ({type(error).__name__}: {error})", file=sys.stderr)
-            return
-        runs, energies = study.runs, study.energies
-        gpus = {runtree.read_meta(folder / f).get("gpu_domain") for f in runs["folder"]}
-        shown = energies[[not d.startswith("gpu") or d in gpus for d in energies["domain"]]]
-        for size, of_size in runs.groupby("input_size"):
-            row = {"config": config.name, "size": str(size), "runs": str(len(of_size)),
-                   "latency_ms": f"{1000 * of_size['latency_median_s'].median():.4g}"}
-            for domain, of_domain in shown[shown["input_size"] == size].groupby("domain"):
-                sources = set(of_domain["source"])
-                label = f"{domain}_j ({sources.pop() if len(sources) == 1 else 'mixed'})"
-                domains[label] = None
-                row[label] = f"{of_domain['energy_per_inference_j'].median():.4g}"
-            rows.append(row)
-    if not rows:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
+            study = load_study(out)
+            table = export.headline(summarize(study), metadata.headline_domains(study))
+    except NoUsableRuns:
         return
-    columns = ["config", "size", "runs", "latency_ms", *domains]
-    widths = {c: max(len(c), *(len(row.get(c, "-")) for row in rows)) for c in columns}
-    print("medians over complete runs; energy per inference (forward pass) in J:")
-    print("  ".join(c.ljust(widths[c]) if c == "config" else c.rjust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(row.get(c, "-").ljust(widths[c]) if c == "config" else row.get(c, "-").rjust(widths[c])
-                        for c in columns))
+    except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy
+        print(f"warning: no table of medians ({type(error).__name__}: {error})", file=sys.stderr)
+        return
+    print("medians over complete runs (energy per inference = one forward pass):")
+    print(table.drop(columns="model").to_string(index=False))
 
 
 def submit_sweep(args: argparse.Namespace, plan, out: Path) -> int:

@@ -224,8 +224,9 @@ def _malformed(document: dict) -> list[str]:
     idle_w, idle = document.get("idle_power_w") or {}, document.get("idle")
     sound = {
         "status": document["status"] in STATUSES,
-        "identity": isinstance(identity, dict) and all(isinstance(k, str) and _scalar(v) for k, v in identity.items())
-                    and isinstance(identity.get("model"), str) and _integer(identity.get("input_size")),
+        "identity": isinstance(identity, dict) and all(isinstance(k, str) and _scalar(v) for k, v in identity.items()),
+        "identity.model": not isinstance(identity, dict) or isinstance(identity.get("model"), str),
+        "identity.input_size": not isinstance(identity, dict) or _integer(identity.get("input_size")),
         "run": _integer(document["run"]) and document["run"] >= 0,
         "iterations": document.get("iterations") is None or _integer(document["iterations"]),
         "reason": document.get("reason") is None or isinstance(document["reason"], str),
@@ -291,6 +292,8 @@ def _read_document(path: Path) -> object:
         raise MetaError(f"{path}: missing") from None
     except OSError as error:
         raise MetaError(f"{path}: unreadable ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise MetaError(f"{path}: unreadable (not UTF-8 text)") from None
     except ValueError:
         raise MetaError(f"{path}: not valid JSON") from None
 

@@ -202,8 +202,9 @@ def missing_meta(tree):
 
 
 def duplicated_run(tree):
-    write_run(tree / "a")
-    return write_run(tree / "b"), "duplicate skipped (the first is kept)"
+    """The same run twice inside one tree (a copy made by hand): counted once."""
+    shutil.copytree(write_run(tree), tree / "copy" / "input_64" / "run_0")
+    return tree / "copy" / "input_64" / "run_0", "duplicate skipped (the first is kept)"
 
 
 def aipowermeter_markers_only(tree):
@@ -218,7 +219,10 @@ def malformed_sensors(tree):
 
 
 def malformed_input_size(tree):
-    return rewrite_meta(write_run(tree), input_size="large"), "malformed input_size; run skipped"
+    folder = write_run(tree)
+    identity = json.loads((folder / "meta.json").read_text())["identity"]
+    return rewrite_meta(folder, identity={**identity, "input_size": "large"}), \
+        "malformed identity.input_size; run skipped"
 
 
 def malformed_idle_power(tree):
@@ -228,7 +232,7 @@ def malformed_idle_power(tree):
 def unreadable_meta(tree):
     path = write_run(tree) / "meta.json"
     path.write_bytes(b"\x89PNG\r\n\x1a\n")
-    return path, "unreadable; run skipped"
+    return path, "unreadable (not UTF-8 text); run skipped"
 
 
 def empty_latency(tree):
@@ -303,11 +307,21 @@ def test_summarize_into_a_missing_folder_is_one_error_line(tmp_path, capsys):
 
 def test_a_duplicated_run_is_kept_once_from_the_first_folder(tmp_path):
     write_run(tmp_path / "a", power_w={"gpu0": 100.0})
-    write_run(tmp_path / "b", power_w={"gpu0": 300.0})
-    with pytest.warns(AnalysisWarning, match="b/input_64/run_0: same model, input size and run as .*a/input_64/run_0"):
+    copy = write_run(tmp_path / "b", power_w={"gpu0": 300.0})
+    (tmp_path / "b" / "study.json").unlink()  # b is a folder of the tree a parent holds, not a tree of its own
+    (tmp_path / "a" / "study.json").rename(tmp_path / "study.json")
+    with pytest.warns(AnalysisWarning, match="b/input_64/run_0: same identity and run as .*a/input_64/run_0"):
         study = load_study(tmp_path)
-    assert study.runs["folder"].tolist() == ["a/input_64/run_0"]
-    assert study.runs["gpu0_mean_power_w"].tolist() == pytest.approx([100.0])
+    assert study.runs["folder"].tolist() == ["a/input_64/run_0"] and copy.exists()
+    assert study.wide()["gpu_mean_power_w"].tolist() == pytest.approx([100.0])
+
+
+def test_the_same_run_in_two_trees_is_two_runs_of_two_labels(tmp_path):
+    write_run(tmp_path / "a", power_w={"gpu0": 100.0})
+    write_run(tmp_path / "b", power_w={"gpu0": 300.0})
+    study = load_study(tmp_path)
+    assert study.runs["label"].tolist() == ["a", "b"]
+    assert study.wide()["gpu_mean_power_w"].tolist() == pytest.approx([100.0, 300.0])
 
 
 def test_a_killed_run_loads_as_incomplete_when_asked(tmp_path):
@@ -322,7 +336,7 @@ def test_a_killed_run_loads_as_incomplete_when_asked(tmp_path):
     messages = " | ".join(str(w.message) for w in caught)
     assert "truncated last line" in messages and "no latency.csv" in messages and "no 'end' sample" in messages
     assert study.runs["status"].tolist() == ["running"]
-    assert math.isnan(study.runs.at[0, "gpu_energy_per_inference_j"])
+    assert math.isnan(study.wide().at[0, "gpu_energy_per_inference_j"])
 
 
 @pytest.mark.parametrize("argv", [

@@ -53,11 +53,13 @@ def test_a_sweep_says_what_it_will_do_and_what_it_did(tmp_path, capsys):
     done = next(line for line in lines if line.startswith("done in "))
     assert done.endswith(": 2 runs complete, 0 failed, 0 skipped (complete before)")
     assert f"run tree: {out}" in lines
-    table = lines[lines.index("medians over complete runs; energy per inference (forward pass) in J:") + 1:]
-    assert table[0].split()[:4] == ["config", "size", "runs", "latency_ms"]
-    assert table[1].split()[:3] == [CONFIG, "8", "2"] and float(table[1].split()[3]) > 0
+    table = lines[lines.index("medians over complete runs (energy per inference = one forward pass):") + 1:]
+    assert table[0].split()[:4] == ["input_size", "runs", "latency_s", "median"]
+    assert table[1].split()[:2] == ["8", "2"] and float(table[1].split()[2]) > 0
+    assert "(n < 5)" in table[1]  # two runs: the CI is marked unreliable
     if not RAPL_READABLE:  # the estimate is labelled, with what it is estimated from
-        assert "cpu_estimated_j (estimated)" in table[0]
+        assert "cpu_estimated_energy_per_inference_j median" in table[0] and "cpu_estimated source" in table[0]
+        assert table[1].split()[-1] == "estimated"
         assert any("cpu_estimated: estimated (estimate), from TDP" in line and "MEASURE_CPU_TDP_W" in line
                    for line in lines)
     meta = json.loads((out / CONFIG / "input_8" / "run_0" / "meta.json").read_text())

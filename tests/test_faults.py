@@ -84,13 +84,13 @@ def test_the_analysis_reports_gaps_and_never_integrates_across_them(faulty_run):
     messages = [str(w.message) for w in caught]
     assert any(f"{faulty_run}: gpu0: " in m and "missing in the window; not integrated across gaps" in m
                for m in messages), messages
-    energies = study.energies.set_index("domain")
-    assert math.isnan(energies.at["gpu0", "energy_j"]) and energies.at["gpu0", "gaps"] > 0
+    energies = study.quantities.set_index(["domain", "quantity"])["value"]
+    assert math.isnan(energies["gpu0", "energy_j"]) and energies["gpu0", "gap_samples"] > 0
     # a cumulative counter needs only the window's edges: exact across its gaps, which are still counted
     lines = [json.loads(line) for line in (faulty_run / "power_metrics.json").read_text().splitlines()]
-    assert energies.at["cpu_package", "energy_j"] == pytest.approx(
+    assert energies["cpu_package", "energy_j"] == pytest.approx(
         lines[-1]["package-0.energy_j"] - lines[0]["package-0.energy_j"])
-    assert energies.at["cpu_package", "gaps"] == len(RAPL_FAILED_READS)
+    assert energies["cpu_package", "gap_samples"] == len(RAPL_FAILED_READS)
 
 
 class OutOfMemoryAt(torch.nn.Module):

@@ -32,24 +32,39 @@ def test_the_tracked_quantity_follows_the_device_the_model_ran_on(tmp_path, powe
     assert tracked_values([folder]) == (tracked, [pytest.approx(value)])
 
 
-@pytest.mark.parametrize("power_w, table, column", [
-    ({"package-0": 40.0}, "energies", "energy_per_inference_j"),
-    ({"cpu_estimated": 30.0}, "runs", "latency_median_s"),
+@pytest.mark.parametrize("power_w, quantity", [
+    ({"package-0": 40.0}, "energy_per_inference_j"),
+    ({"cpu_estimated": 30.0}, "latency_median_s"),
 ])
-def test_a_renamed_column_is_an_error_not_a_silent_switch(tmp_path, monkeypatch, power_w, table, column):
+def test_a_renamed_quantity_is_an_error_not_a_silent_switch(tmp_path, monkeypatch, power_w, quantity):
     folder = run(tmp_path, power_w)
     real = analysis.precision.load_study
 
     def renamed(path):
         study = real(path)
-        setattr(study, table, getattr(study, table).rename(columns={column: f"{column}_v2"}))
+        names = study.quantities["quantity"].astype(str).replace(quantity, f"{quantity}_v2")
+        study.quantities = study.quantities.assign(quantity=names)
         return study
 
     monkeypatch.setattr(analysis.precision, "load_study", renamed)
-    with pytest.raises(TrackingError, match=f"has no {column} column"):
+    with pytest.raises(TrackingError, match=f"gives no {quantity} quantity"):
         tracked_values([folder])
-    with pytest.raises(TrackingError, match=f"has no {column} column"):
+    with pytest.raises(TrackingError, match=f"gives no {quantity} quantity"):
         precision_rule(0.01, 3)([folder])
+
+
+def test_a_renamed_column_is_an_error(tmp_path, monkeypatch):
+    folder = run(tmp_path, {"package-0": 40.0})
+    real = analysis.precision.load_study
+
+    def renamed(path):
+        study = real(path)
+        study.quantities = study.quantities.rename(columns={"value": "value_v2"})
+        return study
+
+    monkeypatch.setattr(analysis.precision, "load_study", renamed)
+    with pytest.raises(TrackingError, match="has no value column"):
+        tracked_values([folder])
 
 
 def test_a_missing_domain_is_an_error(tmp_path, monkeypatch):
@@ -58,11 +73,11 @@ def test_a_missing_domain_is_an_error(tmp_path, monkeypatch):
 
     def without_package(path):
         study = real(path)
-        study.energies = study.energies[study.energies["domain"] != "cpu_package"]
+        study.quantities = study.quantities[study.quantities["domain"] != "cpu_package"]
         return study
 
     monkeypatch.setattr(analysis.precision, "load_study", without_package)
-    with pytest.raises(TrackingError, match="no measured energy_per_inference_j for domain cpu_package"):
+    with pytest.raises(TrackingError, match="gives no energy_per_inference_j quantity for domain cpu_package"):
         tracked_values([folder])
 
 
