@@ -19,6 +19,7 @@ import io
 import math
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -101,8 +102,23 @@ def sbatch_option(text: str) -> tuple[str, str | bool]:
     return key, value if equals else True
 
 
+def iterations(text: str) -> int | str:
+    """A positive count of timed inferences, or ``auto``."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def model_name(text: str) -> str:
+    """A model name ``load_model`` can build (checked without building it)."""
+    from .models import ModelError, check_model_name
+
+    try:
+        return check_model_name(text)
+    except ModelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .models import BUILDERS
+    from .models import model_help
     from .plan import DTYPE_MODES, DTYPES, EXECUTIONS, ORDERS, PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m measure", description=__doc__.split("\n\n")[0])
@@ -112,17 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="measure a model over a grid of input sizes and configurations",
         description="Measure the energy and latency of MODEL's inference over input sizes and configurations, "
                     "writing OUT/<config>/input_<size>/run_<k>/{power_metrics.json, latency.csv, meta.json}. "
-                    "Options left out take the preset's value (--preset, default seed).")
-    run.add_argument("model", nargs="?", choices=sorted(BUILDERS), metavar="MODEL",
-                     help=f"one of: {', '.join(sorted(BUILDERS))} (with --resume: read from OUT/study.json)")
+                    "Options left out take the preset's value (--preset, default seed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="models:\n" + textwrap.indent(model_help(), "  "))
+    run.add_argument("model", nargs="?", type=model_name, metavar="MODEL",
+                     help="alexnet, resnet50, bert, torchvision:<name> or hf:<id or architecture> (see below; "
+                          "with --resume: read from OUT/study.json)")
     run.add_argument("--preset", choices=sorted(PRESETS),
                      help="the protocol the other options start from: seed (the seed study's, default), quick, "
                           "cpu-study (the committed CPU study), gpu-study (the GPU study)")
     run.add_argument("--quick", action="store_true", help="--preset quick: about a minute per model on a CPU")
     run.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
                      help="input sizes: image side in pixels (alexnet, resnet50) or tokens (bert, at most 510)")
-    run.add_argument("--iters", type=positive_int, dest="iterations", metavar="N",
-                     help="timed inferences (forward passes) per run, at every size")
+    run.add_argument("--iters", type=iterations, dest="iterations", metavar="N|auto",
+                     help="timed inferences (forward passes) per run, at every size; auto: as many as fill "
+                          "--min-window seconds, sized once per point (the default for models without a preset)")
     run.add_argument("--iters-at", type=size_iterations, action="append", default=[], metavar="SIZE=N",
                      help="timed inferences at one input size, overriding --iters there (repeatable)")
     run.add_argument("--runs", type=positive_int, metavar="R",
@@ -260,7 +280,7 @@ def resolve_plan(args: argparse.Namespace):
     from . import runtree
     from .plan import Plan
 
-    out = args.out or (Path("runs") / args.model if args.model else None)
+    out = args.out or (Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", args.model) if args.model else None)
     if out is None:
         raise Refused("give MODEL, or --out of the tree to --resume")
     given = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
@@ -275,12 +295,21 @@ def resolve_plan(args: argparse.Namespace):
     if recorded is None:
         if args.model is None:
             raise Refused(f"{out} holds no study.json to --resume; give MODEL to start a study there")
-        return Plan.from_preset(args.model, args.preset or "seed", quick=args.quick, names=OPTIONS, **given), out
+        from .models import size_unit_of
+
+        auto = given.pop("iterations", None) == "auto"
+        plan = Plan.from_preset(args.model, args.preset or "seed", quick=args.quick,
+                                size_unit=size_unit_of(args.model), names=OPTIONS, **given)
+        if auto:  # as many as fill --min-window, except where --iters-at says otherwise
+            plan.iterations, plan.iterations_at = None, dict(args.iters_at)
+        return plan, out
     if recorded.get("schema", 1) < runtree.SCHEMA:
         raise Refused(f"{out} was written by an older version of this package (run-tree schema "
                       f"{recorded.get('schema', 1)}); it cannot be resumed: choose another --out, or --overwrite it")
     plan = Plan.from_record(recorded["plan"])
     plan.model = args.model or plan.model
+    if given.get("iterations") == "auto":
+        given["iterations"] = None
     for name, value in given.items():
         setattr(plan, name, {**plan.iterations_at, **value} if name == "iterations_at" else value)
     return plan, out

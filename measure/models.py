@@ -203,6 +203,9 @@ FAMILIES = (
 )
 
 
+SEED_UNITS = {"alexnet": "px", "resnet50": "px", "bert": "tokens"}
+
+
 def model_help() -> str:
     """The model families, one per line, for the command line's ``--help``."""
     width = max(len(pattern) for pattern, _ in FAMILIES)
@@ -256,6 +259,20 @@ def check_model_name(name: str) -> str:
         resolve_config(name[len(HF_PREFIX):])
         return name
     raise unknown_model(name)
+
+
+def size_unit_of(name: str) -> str:
+    """What ``input_size`` counts for model ``name``: ``px`` (image side) or ``tokens``, found without
+    building the model; ``ModelError`` (one line) for a name ``load_model`` cannot build."""
+    check_model_name(name)
+    if name in SEED_UNITS:
+        return SEED_UNITS[name]
+    if name.startswith(HF_PREFIX):
+        from .hf_models import kind_of, resolve_config
+
+        config, _ = resolve_config(name[len(HF_PREFIX):])
+        return "px" if kind_of(config, name[len(HF_PREFIX):])[0] == "image" else "tokens"
+    return "px"
 
 
 def user_model(module: Callable, input_factory: InputFactory, *, name: str | None = None, task: str = "custom",

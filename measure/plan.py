@@ -45,16 +45,18 @@ def named(names: Mapping[str, str], key: str) -> str:
 
 @dataclass(frozen=True)
 class Preset:
-    """A study's protocol for one model: sizes, timed iterations per run (``iterations_at``: per size), runs,
-    untimed warm-up inferences, idle recording (s) and sampling period (s)."""
+    """A study's protocol for one model: sizes, timed iterations per run (``iterations_at``: per size; None:
+    as many as fill ``min_window_s`` seconds), runs, untimed warm-up inferences, idle recording (s) and
+    sampling period (s)."""
 
     sizes: tuple[int, ...]
-    iterations: int
+    iterations: int | None
     runs: int = 10
     warmup: int = 50
     iterations_at: Mapping[int, int] = field(default_factory=dict)
     idle_s: float = 5.0
     period_s: float = 0.1
+    min_window_s: float = 2.0
 
 
 RESNET_SIZES = (8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -87,6 +89,14 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "resnet50": Preset(RESNET_SIZES, 400, warmup=20, period_s=0.02, iterations_at={4096: 100}),
         "bert": Preset(BERT_SIZES, 300, warmup=20, period_s=0.02),
     },
+}
+# Any other model (torchvision:<name>, hf:<name>): a protocol per unit of its input size.
+# Their iterations fill a window of min_window_s seconds at each point (sized once per point).
+GENERIC_PRESETS: dict[str, dict[str, Preset]] = {
+    "seed": {"px": Preset((64, 128, 224, 384, 512), None, warmup=20),
+             "tokens": Preset((32, 64, 128, 256, 512), None, warmup=10)},
+    "quick": {"px": Preset((32, 64, 128, 224), None, runs=3, warmup=2, idle_s=1.0, min_window_s=0.5),
+              "tokens": Preset((16, 32, 64, 128), None, runs=3, warmup=2, idle_s=1.0, min_window_s=0.5)},
 }
 
 
@@ -145,7 +155,7 @@ class Plan:
 
     model: str
     sizes: list[int]
-    iterations: int
+    iterations: int | None
     runs: int
     warmup: int
     device: str = "auto"
@@ -164,11 +174,14 @@ class Plan:
     seed: int = 0
 
     @classmethod
-    def from_preset(cls, model: str, preset: str = "seed", *, quick: bool = False,
+    def from_preset(cls, model: str, preset: str = "seed", *, quick: bool = False, size_unit: str | None = None,
                     names: Mapping[str, str] = API_NAMES, **overrides) -> "Plan":
         """The plan of a named preset (``PRESETS``) for ``model``, with ``overrides`` of its fields.
 
-        ``quick=True`` is ``preset="quick"``. An override of None keeps the
+        ``quick=True`` is ``preset="quick"``. A model the preset does not name
+        (``torchvision:<name>``, ``hf:<name>``) takes the preset's generic protocol
+        for its ``size_unit`` (``px`` or ``tokens``, see ``GENERIC_PRESETS``), where
+        it has one. An override of None keeps the
         preset's value; ``iterations`` replaces every per-size count of the
         preset, and ``iterations_at`` adds per-size counts to those left; with
         a ``precision`` and no ``runs``, runs default to ``MIN_PRECISION_RUNS``
@@ -180,16 +193,19 @@ class Plan:
             preset = "quick"
         if preset not in PRESETS:
             raise PlanError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        if model not in PRESETS[preset]:
-            raise PlanError(f"preset {preset!r} has no protocol for {model!r}; it has {', '.join(PRESETS[preset])}")
+        chosen = PRESETS[preset].get(model) or GENERIC_PRESETS.get(preset, {}).get(size_unit)
+        if chosen is None:
+            generic = f" or any model with inputs in {' or '.join(GENERIC_PRESETS[preset])}" \
+                if preset in GENERIC_PRESETS else ""
+            raise PlanError(f"preset {preset!r} has no protocol for {model!r}; it has {', '.join(PRESETS[preset])}"
+                            f"{generic}")
         known = {f.name for f in fields(cls)} - {"model"}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise PlanError(f"Plan.from_preset() got unknown keyword(s) {', '.join(unknown)}; "
                             f"it takes {', '.join(sorted(known))}")
-        chosen = PRESETS[preset][model]
         plan = cls(model, list(chosen.sizes), chosen.iterations, chosen.runs, chosen.warmup,
-                   period_s=chosen.period_s, idle_s=chosen.idle_s)
+                   period_s=chosen.period_s, idle_s=chosen.idle_s, min_window_s=chosen.min_window_s)
         given = {name: value for name, value in overrides.items() if value is not None}
         if "precision" in given and "runs" not in given:
             plan.runs = MIN_PRECISION_RUNS
@@ -249,6 +265,8 @@ class Plan:
                             f"that {name('sizes')} does not list")
         for key, least in (("iterations", 1), ("runs", 1), ("max_runs", 1), ("warmup", 0), ("seed", 0)):
             value = getattr(self, key)
+            if key == "iterations" and value is None:
+                continue  # as many as fill min_window_s
             if not _integer(value) or value < least:
                 raise PlanError(f"{name(key)} must be an integer of at least {least}, got {value}")
         if any(not _integer(n) or n < 1 for n in self.iterations_at.values()):
@@ -268,7 +286,8 @@ class Plan:
             raise PlanError(f"{name('max_runs')} must be at least {name('runs')} and {MIN_PRECISION_RUNS} "
                             f"with {name('precision')}, got {self.max_runs} (with {name('runs')} {self.runs})")
 
-    def iterations_for(self, size: int) -> int:
+    def iterations_for(self, size: int) -> int | None:
+        """Timed inferences per run at ``size``; None: as many as fill ``min_window_s`` (sized per point)."""
         return self.iterations_at.get(size, self.iterations)
 
     def configs(self) -> list[Config]:

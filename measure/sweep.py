@@ -360,11 +360,25 @@ def measure_fixed(session: Session, todo: Sequence[Cell], progress: bool) -> Non
     """Measure each cell of ``todo`` with the plan's iterations."""
     from tqdm import tqdm
 
+    sized: dict[tuple[Config, int], int] = {}  # a point's iterations once sized to fill min_window_s
     bar = tqdm(todo, desc=session.plan.model, unit="run", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(str(cell))
-        measure_cell(session, cell, session.plan.iterations_for(cell.size))
+        point = (cell.config, cell.size)
+        iterations = session.plan.iterations_for(cell.size)
+        if iterations is None and point not in sized:
+            sized.update({point: meta.iterations for meta in _complete_runs(session, point)[:1]})
+        meta = measure_cell(session, cell, iterations or sized.get(point))
+        if meta.status == runtree.COMPLETE:
+            sized.setdefault(point, meta.iterations)
     bar.close()
+
+
+def _complete_runs(session: Session, point: tuple[Config, int]) -> list[runtree.Meta]:
+    """The metadata of a point's complete runs already in the tree (a resumed sweep keeps their iterations)."""
+    config, size = point
+    folders = [Cell(config, size, run).folder(session.out) for run in range(session.plan.runs)]
+    return [runtree.read_meta(folder) for folder in folders if runtree.is_complete(folder)]
 
 
 def measure_adaptive(session: Session, stop_rule: StopRule, resume: bool, progress: bool) -> None:
@@ -437,7 +451,7 @@ def measure_cell(session: Session, cell: Cell, iterations: int | None) -> runtre
         "warmup": plan.warmup, "input_shape": None, "dtype_mode": plan.dtype_mode, "compile_s": None,
         "gpu_domain": session.gpu_domain, **({"gpu_domain_note": session.gpu_domain_note} if device.type == "cuda"
                                              and session.gpu_domain is None else {}),
-        "weights": loaded.weights, "weights_notice": loaded.weights_notice, "params": count_params(loaded),
+        "weights": loaded.weights, "weights_notice": loaded.weights_notice, "model_description": loaded.description, "params": count_params(loaded),
         "flops_per_inference": None, "period_s": plan.period_s, "sensors": session.sensors_meta,
         "unavailable": session.unavailable, "idle": session.idle, "window": None, "host": session.host,
         "order": plan.order, "seed": plan.seed if plan.order == "shuffle" else None,
