@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS_PER_SIZE = 10
-GPU_EXTRA = ("sm_util_pct", "mem_used_mb", "proc_mem_mb")  # + energy_j, power_w, 2 RAPL, 3 process = 10
+GPU_EXTRA = ("sm_util_pct", "mem_used_mib", "proc_mem_mib")  # + energy_j, power_w, 2 RAPL, 3 process = 10
 
 
 def power(model: str, input_size: int, run: int) -> dict[str, float]:
