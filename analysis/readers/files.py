@@ -61,6 +61,17 @@ def json_lines(path: Path, data: bytes, sound: Callable[[object], bool]) -> list
     return kept
 
 
+def numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (objects from JSON) as floats: numbers as they are, ``None`` (JSON null) as NaN, anything
+    else (a string, a boolean, a list, an object) as NaN too. Returns ``(floats, not_a_number)``, the second
+    True where a value was present but not a number (for a warning)."""
+    kind = np.array([type(v) in (int, float) for v in values], dtype=bool)
+    floats = np.full(len(values), np.nan)
+    if kind.any():
+        floats[kind] = np.asarray(values[kind], dtype=float)
+    return floats, ~kind & np.array([v is not None for v in values], dtype=bool)
+
+
 def latencies(folders: pd.Series, *, iterations_known: pd.Series) -> pd.Series:
     """Every latency (s) of the runs in ``folders`` (run id -> folder), indexed by run id, in file order.
 
