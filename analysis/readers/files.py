@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,22 @@ def read_bytes(path: Path) -> bytes | None:
         warn(f"{path}: empty; run skipped")
         return None
     return data
+
+
+def batches(items: list[tuple[int, Path]], chunk_bytes: int) -> Iterator[list[tuple[int, Path]]]:
+    """``items`` (run id, file) in consecutive batches of about ``chunk_bytes`` of files each."""
+    batch, size = [], 0
+    for run, path in items:
+        batch.append((run, path))
+        try:
+            size += path.stat().st_size
+        except OSError:
+            pass  # reported when read
+        if size >= chunk_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def first_line(path: Path) -> object:

@@ -23,7 +23,7 @@ import pandas as pd
 from measure import runtree
 
 from ..problems import warn
-from .files import json_lines, numbers, read_bytes
+from .files import batches, json_lines, numbers, read_bytes
 
 FORMAT = "ours"
 CHUNK_BYTES = 32 << 20
@@ -84,27 +84,12 @@ def frames(items: list[tuple[int, Path]], text: bool = False) -> Iterator[pd.Dat
     """
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         jobs: deque[Future] = deque()
-        for batch in _batches(items):
+        for batch in batches(items, CHUNK_BYTES):
             jobs.append(pool.submit(_parse_batch, batch, text))
             while len(jobs) > WORKERS:
                 yield from jobs.popleft().result()
         while jobs:
             yield from jobs.popleft().result()
-
-
-def _batches(items: list[tuple[int, Path]]) -> Iterator[list[tuple[int, Path]]]:
-    batch, size = [], 0
-    for run, path in items:
-        batch.append((run, path))
-        try:
-            size += path.stat().st_size
-        except OSError:
-            pass  # reported when read
-        if size >= CHUNK_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 def _parse_batch(batch: list[tuple[int, Path]], text: bool) -> list[pd.DataFrame]:
