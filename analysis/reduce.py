@@ -190,15 +190,20 @@ def _gpu_of_process(frame: pd.DataFrame, run: np.ndarray, info: pd.DataFrame) ->
     GPU nor its device and exactly one GPU does (and no other might: an unknown reading might); else None."""
     found = [None] * len(info)
     channels = [c for c in frame.columns if re.fullmatch(r"gpu\d+\.proc_mem_mib", c)]
-    unknown = (info["gpu_domain"].isna() & info["device"].isna()).to_numpy() if "device" in info else np.zeros(0)
-    if not channels or not unknown.any():
+    if not channels or not {"gpu_domain", "device"} <= set(info.columns):  # an idle recording has neither
         return found
-    memory = pd.DataFrame({c.split(".")[0]: frame[c].to_numpy() for c in channels})
-    holds = (memory > 0).groupby(run).any().reindex(range(len(info)), fill_value=False)
-    might = holds | memory.isna().groupby(run).any().reindex(range(len(info)), fill_value=False)
-    for i in np.flatnonzero(unknown):
-        if holds.iloc[i].sum() == 1 and might.iloc[i].sum() == 1:
-            found[i] = holds.columns[holds.iloc[i].to_numpy()][0]
+    unknown = np.flatnonzero((info["gpu_domain"].isna() & info["device"].isna()).to_numpy())
+    unknown = unknown[np.isin(unknown, run)]
+    if not len(unknown):
+        return found
+    memory = frame[channels].to_numpy(dtype=float)
+    starts, _ = en.run_edges(run)  # samples are sorted by run
+    holds = np.logical_or.reduceat(memory > 0, starts, axis=0)
+    might = holds | np.logical_or.reduceat(np.isnan(memory), starts, axis=0)
+    at = np.searchsorted(run[starts], unknown)
+    for i, held, possible in zip(unknown, holds[at], might[at]):
+        if held.sum() == 1 and possible.sum() == 1:
+            found[i] = channels[int(np.flatnonzero(held)[0])].split(".")[0]
     return found
 
 

@@ -213,7 +213,8 @@ def combine_domains(rows: pd.DataFrame) -> pd.DataFrame:
     out.loc[longest, "value"] = grouped["value"].max()[longest]
     out["source"] = grouped["source"].first()
     out["method"] = grouped["method"].first().where(grouped["method"].nunique() <= 1, "mixed")
-    out["note"] = grouped["note"].agg(lambda notes: "; ".join(n for n in notes if isinstance(n, str)) or None)
+    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False)["note"]
+    out["note"] = noted.agg("; ".join).reindex(out.index)  # only where a member has a note: few groups
     return out.reset_index()
 
 

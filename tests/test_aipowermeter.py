@@ -277,7 +277,7 @@ def test_a_null_per_process_gpu_memory_is_one_warning_line_not_a_traceback(tmp_p
     assert run.returncode == 0 and "Traceback" not in run.stderr
     assert run.stderr.splitlines() == [
         f"warning: {folder / 'power_metrics.json'}: 1 value(s) null or not a number read as missing "
-        "(metrics.gpu.per_gpu_attributable_mem_use at line 2 (GPU 0))",
+        "(metrics.gpu.per_gpu_attributable_mem_use (GPU 0) at line 2)",
         f"warning: {folder / 'power_metrics.json'}: 1 line(s) lack readings that other lines have, read as missing "
         "(line 2: gpu1.proc_mem_mib)"]
     study = load_warned(tmp_path, "null or not a number")

@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from pandas.io.json import ujson_loads
 
 from ..problems import warn
 from .files import batches, first_line, read_bytes
@@ -140,88 +141,125 @@ def _parse(run: int, path: Path) -> dict | None:
     lines = data.split(b"\n")
     kind = np.zeros(len(lines), dtype=np.int8)  # 0 blank, 1 sample, 2 end of a recording, 3 unreadable
     dates: list[str] = []
-    columns: dict[str, list] = {}
-    odd: list[str] = []
-    loads, keys = json.loads, KEYS
+    blocks: dict[str, list] = {name: [] for name in KEYS}  # per sample: its metrics.<name> object, or None
+    block_rows = list(blocks.items())
     for j, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            value = loads(line)
+            value = _loads(line)
         except ValueError:
             kind[j] = 3
             continue
         if type(value) is dict and type(value.get("date")) is str and type(value.get("metrics")) is dict:
             kind[j] = 1
-            at = len(dates)
             dates.append(value["date"])
-            for block, spec in keys.items():
-                readings = value["metrics"].get(block)
-                if readings is None:
-                    continue
-                if type(readings) is not dict:
-                    odd.append(f"metrics.{block} at line {j + 1}")
-                    continue
-                for key, got in readings.items():
-                    if key in spec:
-                        _read(spec[key], got, at, columns, odd, f"metrics.{block}.{key} at line {j + 1}")
+            metrics = value["metrics"]
+            for name, rows in block_rows:
+                rows.append(metrics.get(name))
         else:
             kind[j] = 2 if value == SEGMENT_END else 3
     sample_lines = np.flatnonzero(kind == 1)
+    odd: list[str] = []
+    columns = {}
+    for name, rows in blocks.items():
+        columns.update(_block_columns(name, rows, sample_lines + 1, odd))
     when = _dates(dates)
-    undated = np.isnat(when)
-    if undated.any():
-        kind[sample_lines[undated]] = 3
+    kind[sample_lines[np.isnat(when)]] = 3
     if odd:
         warn(f"{path}: {len(odd)} value(s) null or not a number read as missing ({', '.join(odd[:5])}"
              + (", ..." if len(odd) > 5 else "") + ")")
     return _assemble(run, path, lines, kind, sample_lines, when, columns)
 
 
-def _read(spec: tuple, got: object, at: int, columns: dict, odd: list, where: str) -> None:
-    """Put one key's reading(s) for sample ``at`` into ``columns`` (channel -> list, None where absent)."""
-    shape, name, scale = spec
-    if shape == "value":
-        if type(got) is list and len(got) == 1:  # uncore_power as some releases write it: [watts]
-            got = got[0]
-        if type(got) in NUMBER:
-            if got == NO_PSYS and name.startswith("psys."):
-                return
-            _put(columns, name, at, got * scale)
+def _loads(line: bytes) -> object:
+    """A JSON line's value: pandas' C decoder (its precise float parser: the same floats as ``json``), or
+    ``json`` for what it declines (numbers beyond a double or a 64-bit integer); ValueError if unreadable."""
+    try:
+        return ujson_loads(line, precise_float=True)
+    except ValueError:
+        return json.loads(line)
+
+
+class _Absent:
+    """A key a line does not hold (unlike JSON null, which it holds)."""
+
+
+ABSENT = _Absent()
+
+
+def _block_columns(block: str, rows: list, numbers: np.ndarray, odd: list) -> dict[str, tuple]:
+    """The channels of one block (``cpu`` or ``gpu``) over a file's samples: ``{channel: (floats, absent)}``.
+
+    ``rows``: the block's object on each sample line (None where the line has
+    none); ``numbers``: their line numbers, for the warnings gathered in ``odd``.
+    """
+    for i in np.flatnonzero([r is not None and type(r) is not dict for r in rows]):
+        odd.append(f"metrics.{block} at line {numbers[i]}")
+    rows = [r if type(r) is dict else {} for r in rows]
+    spec = KEYS[block]
+    out = {}
+    present = set().union(*rows)
+    for key in [k for k in spec if k in present]:
+        shape, name, scale = spec[key]
+        column = [r.get(key, ABSENT) for r in rows]
+        where = f"metrics.{block}.{key}"
+        if shape == "value":
+            out[name] = _numbers(column, scale, where, numbers, odd)
+            if name.startswith("psys."):  # no psys domain on that sample
+                floats, absent = out[name]
+                out[name] = floats, absent | (floats == NO_PSYS)
+        elif shape == "sum":
+            out[name] = _sums(column, scale, where, numbers, odd)
         else:
-            _put(columns, name, at, np.nan)
-            odd.append(where)
-    elif type(got) is not dict:
-        odd.append(where)
-    elif shape == "sum":
-        total = _sum(got)
-        _put(columns, name, at, total * scale)
-        if total != total:
-            odd.append(where)
-    else:
-        for gpu, reading in got.items():
-            if not gpu.isdigit():
-                odd.append(f"{where} (GPU {gpu!r})")
-                continue
-            number = reading if shape == "gpu" else (_sum(reading) if type(reading) is dict else np.nan)
-            number = number if type(number) in NUMBER else np.nan
-            _put(columns, f"gpu{int(gpu)}.{name}", at, number * scale)
-            if number != number:
-                odd.append(f"{where} (GPU {gpu})")
+            bad = [i for i, v in enumerate(column) if v is not ABSENT and type(v) is not dict]
+            for i in bad:
+                odd.append(f"{where} at line {numbers[i]}")
+            column = [v if type(v) is dict else {} for v in column]
+            for gpu in sorted(set().union(*column), key=lambda g: (len(g), g)):  # "2" before "10"
+                if not gpu.isdigit():
+                    odd.append(f"{where} (GPU {gpu!r})")
+                    continue
+                per_gpu = [v.get(gpu, ABSENT) for v in column]
+                there = f"{where} (GPU {gpu})"
+                out[f"gpu{int(gpu)}.{name}"] = (_numbers(per_gpu, scale, there, numbers, odd) if shape == "gpu"
+                                               else _sums(per_gpu, scale, there, numbers, odd))
+    return out
 
 
-def _sum(readings: dict) -> float:
-    """The sum of a ``{pid: number}`` mapping; NaN if any value is not a number (never a partial sum)."""
-    values = readings.values()
-    return float(sum(values)) if all(type(v) in NUMBER for v in values) else np.nan
+def _numbers(column: list, scale: float, where: str, numbers: np.ndarray, odd: list) -> tuple:
+    """A column of JSON values as ``(floats × scale, absent)``: NaN where absent, null or not a number (the
+    last two noted in ``odd``; a one-number list, as some releases write ``uncore_power``, is that number)."""
+    if {type(v) for v in column} <= {int, float, _Absent}:
+        absent = np.array([v is ABSENT for v in column], dtype=bool)
+        return np.array([np.nan if v is ABSENT else v for v in column], dtype=float) * scale, absent
+    floats, absent = np.full(len(column), np.nan), np.zeros(len(column), dtype=bool)
+    for i, v in enumerate(column):
+        if type(v) is list and len(v) == 1:
+            v = v[0]
+        if type(v) in NUMBER:
+            floats[i] = v * scale
+        elif v is ABSENT:
+            absent[i] = True
+        else:
+            odd.append(f"{where} at line {numbers[i]}")
+    return floats, absent
 
 
-def _put(columns: dict, channel: str, at: int, value: float) -> None:
-    column = columns.get(channel)
-    if column is None:
-        column = columns[channel] = []
-    column.extend([None] * (at - len(column)))
-    column.append(value)
+def _sums(column: list, scale: float, where: str, numbers: np.ndarray, odd: list) -> tuple:
+    """A column of ``{pid: number}`` objects as ``(sums × scale, absent)``: NaN where absent or where any value
+    is not a number (never a partial sum; noted in ``odd``)."""
+    absent = np.array([v is ABSENT for v in column], dtype=bool)
+    if {type(v) for v in column} <= {dict, _Absent} and \
+            {type(x) for v in column if v is not ABSENT for x in v.values()} <= {int, float}:
+        return np.array([np.nan if v is ABSENT else sum(v.values()) for v in column], dtype=float) * scale, absent
+    sums = np.full(len(column), np.nan)
+    for i, v in enumerate(column):
+        if type(v) is dict and all(type(x) in NUMBER for x in v.values()):
+            sums[i] = sum(v.values()) * scale
+        elif v is not ABSENT:
+            odd.append(f"{where} at line {numbers[i]}")
+    return sums, absent
 
 
 def _dates(dates: list[str]) -> np.ndarray:
@@ -240,7 +278,7 @@ def _date(text: str) -> np.datetime64:
 
 
 def _assemble(run: int, path: Path, lines: list[bytes], kind: np.ndarray, sample_lines: np.ndarray,
-              when: np.ndarray, columns: dict[str, list]) -> dict | None:
+              when: np.ndarray, columns: dict[str, tuple]) -> dict | None:
     """The rows of one file: its dated samples, and a gap row for each unreadable line between two of them
     in one recording; segments at the recordings' ends and at clock jumps; each row's ``interval_s``."""
     dated = ~np.isnat(when)
@@ -261,9 +299,10 @@ def _assemble(run: int, path: Path, lines: list[bytes], kind: np.ndarray, sample
     seconds = (when[dated] - when[dated].min()) / np.timedelta64(1, "s")
     t = np.full(len(rows), np.nan)
     t[is_sample] = seconds
-    t = pd.Series(t).ffill().to_numpy()  # a gap row sits at the time of the sample before it
+    latest = np.maximum.accumulate(np.where(is_sample, np.arange(len(rows)), 0))  # the last sample row so far
+    t = t[latest]  # a gap row sits at the time of the sample before it
     step = np.full(len(rows), np.nan)  # from the previous sample of the same recording
-    last_sample = pd.Series(np.where(is_sample, t, np.nan)).ffill().shift(1).to_numpy()
+    last_sample = np.r_[np.nan, t[:-1]]
     same_recording = np.r_[False, recording[rows[1:]] == recording[rows[:-1]]]
     step[is_sample & same_recording] = (t - last_sample)[is_sample & same_recording]
     positive = step[step > 0]
@@ -283,12 +322,13 @@ def _assemble(run: int, path: Path, lines: list[bytes], kind: np.ndarray, sample
     mark = np.where(starts, 0, np.where(ends, 2, 1)).astype(np.int8)
     position = np.maximum(np.cumsum(is_sample) - 1, 0)  # row -> index among the dated samples
     channels, absent = {}, {}
-    for channel, values in columns.items():
-        values = values + [None] * (len(when) - len(values))
-        lacking = np.array([v is None for v in values])[dated]
+    for channel, (floats, lacking) in columns.items():
+        lacking = lacking[dated]
+        if lacking.all():
+            continue
         if lacking.any():
             absent[channel] = rows[is_sample][lacking] + 1
-        channels[channel] = np.where(is_sample, np.array(values, dtype=float)[dated][position], np.nan)
+        channels[channel] = np.where(is_sample, floats[dated][position], np.nan)
     if absent:
         _warn_absent(path, absent)
     return {"run": np.full(len(rows), run), "segment": segment, "t_s": t, "mark": mark, "interval_s": interval,
