@@ -61,9 +61,11 @@ EDGE_STEP_FACTOR = 10  # a first or last counter step this many times the larges
 
 
 def _ahead(x: np.ndarray, y: np.ndarray, wrap_j: np.ndarray) -> np.ndarray:
-    """How far a counter moved from ``x`` to ``y`` (J): ``y - x``, taken modulo ``wrap_j`` where it wraps."""
+    """How far a counter moved from ``x`` to ``y`` (J, both in ``[0, wrap_j)``): ``y - x``, plus ``wrap_j``
+    where it went back and wraps (``y - x`` modulo ``wrap_j``)."""
+    step = y - x
     with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(wrap_j), y - x, np.mod(y - x, wrap_j))
+        return step + np.where(step < 0, np.nan_to_num(wrap_j, nan=0.0), 0.0)
 
 
 def counter_glitches(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray) -> np.ndarray:
@@ -91,7 +93,8 @@ def counter_glitches(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray)
         bad = ~np.isnan(counter_j) & ((counter_j < 0) | (counter_j >= wrap))
     at = np.flatnonzero(~np.isnan(counter_j) & ~bad)
     r, v, w = run[at], counter_j[at], wrap[at]
-    lone = _lone_glitches(r, v, w)
+    back = (np.diff(v) < 0) & (r[1:] == r[:-1])
+    lone = _lone_glitches(r, v, w) if back.any() else np.zeros(len(at), dtype=bool)  # off the way: a step back
     kept = np.flatnonzero(~lone)
     lone[kept[_edge_glitches(r[kept], v[kept], w[kept])]] = True
     bad[at[lone]] = True
@@ -140,11 +143,11 @@ def _edge_glitches(run: np.ndarray, value: np.ndarray, wrap: np.ndarray) -> np.n
         return np.array([], dtype=int)
     step = _ahead(value[:-1], value[1:], wrap[1:])
     same = run[1:] == run[:-1]
-    first = np.r_[True, run[1:] != run[:-1]]  # reading i opens its run
-    last = np.r_[run[1:] != run[:-1], True]
+    first = np.r_[True, ~same]  # reading i opens its run
+    last = np.r_[~same, True]
     inner = same & ~first[:-1] & ~last[1:]
-    largest = pd.Series(np.where(inner, step, np.nan)).groupby(run[1:]).max()
-    top = largest.reindex(run[1:]).to_numpy()
+    largest = np.maximum.reduceat(np.r_[np.where(inner, step, -np.inf), -np.inf], np.flatnonzero(first))
+    top = largest[np.cumsum(first)[:-1] - 1]  # of the run of each step's first reading
     with np.errstate(invalid="ignore"):
         far = same & (top > 0) & (step > EDGE_STEP_FACTOR * top)
     return np.r_[np.flatnonzero(far & first[:-1]), np.flatnonzero(far & last[1:]) + 1]
@@ -170,12 +173,13 @@ def out_of_time_order(sequence: np.ndarray, t_s: np.ndarray) -> np.ndarray:
         return lone | (t_s < before)
 
 
-def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
-                   n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray, n_runs: int,
+                   dropped: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Energy of a cumulative counter between the first and last sample of each run.
 
     Samples must already be cut to the window. Readings that are not data
-    (``counter_glitches``) are dropped first. Every remaining backward step is
+    (``dropped``, as ``counter_glitches`` finds them, which is called when it
+    is None) are dropped first. Every remaining backward step is
     a wrap and adds that run's ``wrap_j``; a backward step where ``wrap_j`` is
     NaN (a counter that should never wrap), or any step of more than half of
     ``wrap_j`` (a wrap drops from near the top to near zero, and the readings
@@ -183,7 +187,8 @@ def counter_energy(run: np.ndarray, counter_j: np.ndarray, wrap_j: np.ndarray,
     missing reading at either edge.
     Returns ``(energy_j, problems)``.
     """
-    counter_j = np.where(counter_glitches(run, counter_j, wrap_j), np.nan, np.asarray(counter_j, dtype=float))
+    dropped = counter_glitches(run, counter_j, wrap_j) if dropped is None else dropped
+    counter_j = np.where(dropped, np.nan, np.asarray(counter_j, dtype=float))
     first, last = run_edges(run)
     sound = ~np.isnan(counter_j)
     step_run, value = run[sound], counter_j[sound]

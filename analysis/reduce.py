@@ -127,7 +127,7 @@ def _counter(domain, values, power, run, t, segment, about, n, paths, window_s, 
         warn(f"{paths[i]}: {domain}: {len(at)} counter reading(s) outside its range or breaking its sequence "
              f"dropped as glitches (t_s = {', '.join(f'{x:g}' for x in at[:3])}{', ...' if len(at) > 3 else ''})")
     clean = np.where(dropped, np.nan, values)
-    energy, problems = en.counter_energy(run, values, wrap, n)
+    energy, problems = en.counter_energy(run, values, wrap, n, dropped)
     aligned_j, aligned = en.aligned_counter_energy(run, t, clean, n)
     energy, method = np.where(aligned, aligned_j, energy), np.where(aligned, "counter_aligned", "counter").astype(object)
     gaps = en.missing(run, clean, n)
@@ -215,9 +215,8 @@ def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd
 def _in_time_order(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
     """The frame without the samples that break the time order of their run's segment
     (``energy.out_of_time_order``), with a warning naming them."""
-    if len(frame) < 2:
-        return frame
-    sequence = pd.factorize(pd.MultiIndex.from_arrays([frame["run"], frame["segment"]]))[0]
+    run, segment = frame["run"].to_numpy(), frame["segment"].to_numpy()
+    sequence = np.cumsum(np.r_[True, (run[1:] != run[:-1]) | (segment[1:] != segment[:-1])]) if len(run) else run
     drop = en.out_of_time_order(sequence, frame["t_s"].to_numpy())
     if not drop.any():
         return frame
