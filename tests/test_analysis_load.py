@@ -456,6 +456,16 @@ def test_nvml_counter_over_a_window_shorter_than_its_update_falls_back_to_power(
     assert "shorter than the counter's update period" in energy(study, "gpu", "note")
 
 
+def test_a_counter_that_did_not_resolve_the_window_without_sound_power_readings_is_nan(tmp_path):
+    folder = write_run(tmp_path, power_w={"gpu0": 300.0}, samples=2, duration_s=0.03, iterations=3)
+    set_channel(folder, "gpu0.energy_j", [5000.0, 5000.0])
+    set_channel(folder, "gpu0.power_w", [300.0, None])
+    study = load_warned(tmp_path, r"gpu0: the 0.03 s window is shorter than the counter's update period \(0.1 s\), "
+                                  r"and its power readings cannot replace it \(1 power reading.s. missing")
+    assert math.isnan(energy(study, "gpu", "energy_j"))  # never 0 J
+    assert "cannot replace it" in energy(study, "gpu", "note")
+
+
 def test_a_counter_that_does_not_move_while_its_device_draws_power_is_never_zero(tmp_path):
     folder = write_run(tmp_path, power_w={"gpu0": 100.0, "package-0": 40.0})
     set_channel(folder, "gpu0.energy_j", [7000.0] * 21)  # stuck for 2 s while the power readings say 100 W
