@@ -129,7 +129,8 @@ def _counter(domain, values, power, run, t, segment, about, n, paths, window_s, 
     clean = np.where(dropped, np.nan, values)
     energy, problems = en.counter_energy(run, values, wrap, n, dropped)
     aligned_j, aligned = en.aligned_counter_energy(run, t, clean, n)
-    energy, method = np.where(aligned, aligned_j, energy), np.where(aligned, "counter_aligned", "counter").astype(object)
+    energy = np.where(aligned, aligned_j, energy)
+    method = np.where(aligned, "counter_aligned", "counter").astype(object)
     gaps = en.missing(run, clean, n)
     why = _unresolved(domain, energy, problems, power, run, about, n, window_s, work)
     if power is not None and why.astype(bool).any():
@@ -163,7 +164,7 @@ def _unresolved(domain, energy, problems, power, run, about, n, window_s, work) 
     flat = (energy == 0) & ~problems.astype(bool) & ~short
     if not flat.any():
         return why
-    drew = pd.Series(power).groupby(run).max().reindex(range(n)).to_numpy() if power is not None else np.full(n, np.nan)
+    drew = np.full(n, np.nan) if power is None else pd.Series(power).groupby(run).max().reindex(range(n)).to_numpy()
     evidence = np.where(drew > 0, [f"while its power readings show up to {p:g} W" for p in drew],
                         None if domain.startswith("gpu") else work)
     always = ALWAYS_POWERED.fullmatch(domain) is not None

@@ -329,7 +329,8 @@ def test_a_zero_mean_power_is_a_counter_that_did_not_move_not_data(tmp_path):
                                                        for v in lines))
     study = load_warned(tmp_path, r"1 zero \(the counter under it did not move\) gpu1.interval_power_w reading\(s\) "
                                   "treated as missing")
-    assert np.isnan(figures(study, "gpu1")["energy_j"]) and "1 power reading(s) missing" in figures(study, "gpu1")["note"]
+    gpu1 = figures(study, "gpu1")
+    assert np.isnan(gpu1["energy_j"]) and "1 power reading(s) missing" in gpu1["note"]
     assert figures(study, "gpu_node")["energy_j"] == pytest.approx(820.0)  # the node total of its own reading
     assert figures(study, "gpu0")["energy_j"] == pytest.approx(660.0)
 
