@@ -2,12 +2,20 @@
 
 A reduction turns the wide sample frame of a few runs into long rows, one per
 (run, sensor domain, quantity): the energy of each sensor domain over the
-run's window (its counter, else a trapezoid of its power), utilisation and
-memory over the window, and the window itself; and a run's latencies into
-their statistics. Nothing downstream needs the samples again, so memory grows
-with the number of runs, not with their samples.
+run's window (its counter, else its interval means, else a trapezoid of its
+power), utilisation and memory over the window, and the window itself; and a
+run's latencies into their statistics. Nothing downstream needs the samples
+again, so memory grows with the number of runs, not with their samples.
+
+Readings are checked before they are trusted: samples out of time order are
+dropped, impossible powers and counter readings that are not data
+(``energy.counter_glitches``) are treated as missing, and a counter that did
+not resolve the window (it did not move, or the window is shorter than its
+update period) gives way to the domain's power readings, or NaN: never 0 J.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,24 +27,39 @@ ROW_COLUMNS = ["run_id", "domain", "quantity", "value", "unit", "source", "metho
 # (metric of a sensor domain, statistic over the window) -> quantity, unit
 WINDOW_STATS = {
     ("sm_util_pct", "mean"): ("sm_util_mean_pct", "%"),
+    ("proc_sm_util_pct", "mean"): ("proc_sm_util_mean_pct", "%"),
     ("mem_used_mib", "max"): ("mem_used_peak_mib", "MiB"),
     ("proc_mem_mib", "max"): ("proc_mem_peak_mib", "MiB"),
     ("rss_mib", "max"): ("rss_peak_mib", "MiB"),
+    ("pss_mib", "max"): ("pss_peak_mib", "MiB"),
+    ("uss_mib", "max"): ("uss_peak_mib", "MiB"),
     ("cpu_share", "mean"): ("cpu_share_mean", "CPUs"),
+    ("cpu_busy_share", "mean"): ("cpu_busy_share_mean", "fraction of busy CPU time"),
 }
 LATENCY_STATS = {"latency_median_s": 0.5, "latency_p90_s": 0.9, "latency_p99_s": 0.99}
+# how often a sensor's energy counter moves (s): a window shorter than this is not resolved by it
+COUNTER_UPDATE_S = {"nvml": 0.1}
+# domains that draw power whenever the machine runs: a counter of theirs that does not move has not resolved
+# the window, and a zero mean power over an interval is a counter that did not move under it
+ALWAYS_POWERED = re.compile(r"gpu\d*|gpu_node|package-\d+|cpu_package|dram(-\d+)?|psys")
+UNRESOLVED_METHOD = "trapezoid (counter did not resolve the window)"
 
 
 def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reduce one wide sample frame (several runs) to long rows and per-run window facts.
 
-    ``frame``: ``run, segment, t_s, mark, <domain>.<metric>...`` with ``run`` the
-    run ids of ``info`` (which gives each run's ``sensors`` and ``path``).
+    ``frame``: ``run, segment, t_s, mark, [interval_s,] <domain>.<metric>...``
+    with ``run`` the run ids of ``info`` (which gives each run's ``sensors``,
+    ``path``, ``gpu_domain`` and ``device``), sorted by run; ``interval_s`` is
+    the interval each sample's ``interval_power_w`` readings stand for.
     Returns ``(rows, windows)``: rows with ``ROW_COLUMNS`` (energies per sensor
-    domain, window statistics), and ``windows`` indexed by run id with
-    ``window_s`` and ``window_complete``. A value that cannot be computed
-    soundly is NaN with its reason in ``note`` and a warning.
+    domain with the seconds each covers, ``window_s``, and window statistics),
+    and ``windows`` indexed by run id with ``window_s``, ``window_complete``
+    and ``gpu_domain`` (the GPU holding the process's memory, for runs that
+    record neither their GPU nor their device; else None). A value that cannot
+    be computed soundly is NaN with its reason in ``note`` and a warning.
     """
+    frame = _in_time_order(frame, info)
     code, ids = pd.factorize(frame["run"].to_numpy())
     n = len(ids)
     paths = info.loc[ids, "path"].tolist()
@@ -46,27 +69,35 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     win = en.window(code, frame["t_s"].to_numpy(), (mark == "start").to_numpy(), (mark == "end").to_numpy(), n)
     inside = frame if win.mask.all() else frame[win.mask]
     wcode, segment, t = code[win.mask], inside["segment"].to_numpy(), inside["t_s"].to_numpy()
+    interval = inside["interval_s"].to_numpy(dtype=float) if "interval_s" in inside else None
+    spans = en.window_seconds(wcode, t, n, segment)
+    window_s = spans if interval is None else np.bincount(wcode[~np.isnan(interval)],
+                                                          interval[~np.isnan(interval)], minlength=n)
+    work = _cpu_work(inside, wcode, n)
     parts = []
     for domain in dict.fromkeys(c.rsplit(".", 1)[0] for c in frame.columns if "." in c):
         about = [s.get(domain) or {} for s in sensors]
-        if f"{domain}.energy_j" in inside:
-            values = inside[f"{domain}.energy_j"].to_numpy()
-            wrap = np.array([a.get("counter_wrap_j") for a in about], dtype=float)
-            energy, problems = en.counter_energy(wcode, values, wrap, n)
-            aligned_j, aligned = en.aligned_counter_energy(wcode, t, values, n)
-            energy, method = np.where(aligned, aligned_j, energy), np.where(aligned, "counter_aligned", "counter")
-        elif f"{domain}.power_w" in inside:
-            values = inside[f"{domain}.power_w"].to_numpy()
-            (energy, problems), method = en.trapezoid_energy(wcode, t, values, n, segment), "trapezoid"
-        else:
-            values = None
         source = [a.get("source") or ("estimated" if "estimate" in domain else "measured") for a in about]
-        if values is not None:
-            for i in np.flatnonzero(problems.astype(bool)):
+        power = inside[f"{domain}.power_w"].to_numpy() if f"{domain}.power_w" in inside else None
+        if f"{domain}.energy_j" in inside:
+            energy, method, problems, gaps, covered = _counter(
+                domain, inside[f"{domain}.energy_j"].to_numpy(), power, wcode, t, segment, about, n, paths,
+                spans, work)
+        elif f"{domain}.interval_power_w" in inside and interval is not None:
+            values = inside[f"{domain}.interval_power_w"].to_numpy()
+            energy, problems, covered = en.interval_mean_energy(wcode, interval, values, n)
+            method, gaps = "interval_mean", en.missing(wcode, values, n)
+        elif power is not None:
+            (energy, problems), method = en.trapezoid_energy(wcode, t, power, n, segment), "trapezoid"
+            gaps, covered = en.missing(wcode, power, n), spans
+        else:
+            energy = None
+        if energy is not None:
+            for i in np.flatnonzero(pd.isna(energy) & problems.astype(bool)):
                 warn(f"{paths[i]}: {domain}: {problems[i]}; its energy left NaN")
             parts.append(_rows(ids, domain, "energy_j", energy, "J", source, method, problems))
-            parts.append(_rows(ids, domain, "gap_samples", en.missing(wcode, values, n).astype(float), "samples",
-                               source, method))
+            parts.append(_rows(ids, domain, "gap_samples", gaps.astype(float), "samples", source, method))
+            parts.append(_rows(ids, domain, "window_s", covered, "s", source, method))
         for (metric, how), (quantity, unit) in WINDOW_STATS.items():
             if f"{domain}.{metric}" in inside:
                 stat = pd.Series(inside[f"{domain}.{metric}"].to_numpy()).groupby(wcode).agg(how)
@@ -76,10 +107,105 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
         lacking = " and ".join(m for m, has in (("start", win.has_start[i]), ("end", win.has_end[i])) if not has)
         warn(f"{paths[i]}: no '{lacking}' sample, the window is incomplete; energies over the "
              f"{win.t_end[i] - win.t_start[i]:g} s recorded, energies per inference left NaN")
-    windows = pd.DataFrame({"window_s": en.window_seconds(wcode, t, n, segment),
-                            "window_complete": win.has_start & win.has_end}, index=ids)
+    windows = pd.DataFrame({"window_s": window_s, "window_complete": win.has_start & win.has_end,
+                            "gpu_domain": _gpu_of_process(inside, wcode, info.loc[ids])}, index=ids)
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)
     return rows, windows
+
+
+def _counter(domain, values, power, run, t, segment, about, n, paths, window_s, work):
+    """A counter domain: ``(energy, method, problems, gaps, covered_s)`` per run.
+
+    Readings that are not data are dropped with a warning; where the counter
+    did not resolve the window and the domain has power readings, their
+    trapezoid is used instead (``UNRESOLVED_METHOD``), else NaN.
+    """
+    wrap = np.array([a.get("counter_wrap_j") for a in about], dtype=float)
+    dropped = en.counter_glitches(run, values, wrap)
+    for i in np.unique(run[dropped]):
+        at = t[dropped & (run == i)]
+        warn(f"{paths[i]}: {domain}: {len(at)} counter reading(s) outside its range or breaking its sequence "
+             f"dropped as glitches (t_s = {', '.join(f'{x:g}' for x in at[:3])}{', ...' if len(at) > 3 else ''})")
+    clean = np.where(dropped, np.nan, values)
+    energy, problems = en.counter_energy(run, values, wrap, n, dropped)
+    aligned_j, aligned = en.aligned_counter_energy(run, t, clean, n)
+    energy = np.where(aligned, aligned_j, energy)
+    method = np.where(aligned, "counter_aligned", "counter").astype(object)
+    gaps = en.missing(run, clean, n)
+    why = _unresolved(domain, energy, problems, power, run, about, n, window_s, work)
+    if power is not None and why.astype(bool).any():
+        p_energy, p_problems = en.trapezoid_energy(run, t, power, n, segment)
+        use = why.astype(bool) & ~p_problems.astype(bool)
+        for i in np.flatnonzero(use):
+            warn(f"{paths[i]}: {domain}: {why[i]}; its energy integrated from its power readings instead")
+        energy[use], method[use], problems[use] = p_energy[use], UNRESOLVED_METHOD, why[use]
+        gaps[use] = en.missing(run, power, n)[use]
+        why[use] = None
+        why[why.astype(bool)] = [f"{w}, and its power readings cannot replace it ({p})"
+                                 for w, p in zip(why[why.astype(bool)], p_problems[why.astype(bool)])]
+    unresolved = why.astype(bool)
+    energy[unresolved], problems[unresolved] = np.nan, why[unresolved]
+    return energy, method, problems, gaps, window_s
+
+
+def _unresolved(domain, energy, problems, power, run, about, n, window_s, work) -> np.ndarray:
+    """Per run: why its counter did not resolve the window (None where it did).
+
+    A window shorter than the counter's update period (``COUNTER_UPDATE_S``) is
+    never resolved; a counter that did not move is not resolved when the domain
+    always draws power (``ALWAYS_POWERED``), its power readings say it drew
+    some, or, for a CPU domain, the process or the machine worked.
+    """
+    why = np.full(n, None, dtype=object)
+    update = np.array([COUNTER_UPDATE_S.get(a.get("sensor"), 0.0) for a in about])
+    short = window_s < update
+    why[short] = [f"the {w:g} s window is shorter than the counter's update period ({u:g} s)"
+                  for w, u in zip(window_s[short], update[short])]
+    flat = (energy == 0) & ~problems.astype(bool) & ~short
+    if not flat.any():
+        return why
+    drew = np.full(n, np.nan) if power is None else pd.Series(power).groupby(run).max().reindex(range(n)).to_numpy()
+    evidence = np.where(drew > 0, [f"while its power readings show up to {p:g} W" for p in drew],
+                        None if domain.startswith("gpu") else work)
+    always = ALWAYS_POWERED.fullmatch(domain) is not None
+    for i in np.flatnonzero(flat & (always | pd.notna(evidence))):
+        why[i] = (f"counter did not move over the {window_s[i]:g} s window "
+                  + (evidence[i] if pd.notna(evidence[i]) else "(the domain always draws power)"))
+    return why
+
+
+def _cpu_work(frame: pd.DataFrame, run: np.ndarray, n: int) -> np.ndarray:
+    """Per run: what says the CPU worked over the window (``while ...``), or None."""
+    said = np.full(n, None, dtype=object)
+    for channel, words in (("cpu_estimated.load", "while the CPU load was {:.0%}"),
+                           ("process.cpu_share", "while this process used {:.2g} CPUs")):
+        if channel in frame:
+            mean = pd.Series(frame[channel].to_numpy()).groupby(run).mean().reindex(range(n)).to_numpy()
+            busy = (mean > 0) & pd.isna(said)
+            said[busy] = [words.format(m) for m in mean[busy]]
+    return said
+
+
+def _gpu_of_process(frame: pd.DataFrame, run: np.ndarray, info: pd.DataFrame) -> list:
+    """Per run: the GPU holding the measured process's memory (``gpu<i>``) where the run records neither its
+    GPU nor its device and exactly one GPU does (and no other might: an unknown reading might); else None."""
+    found = [None] * len(info)
+    channels = [c for c in frame.columns if re.fullmatch(r"gpu\d+\.proc_mem_mib", c)]
+    if not channels or not {"gpu_domain", "device"} <= set(info.columns):  # an idle recording has neither
+        return found
+    unknown = np.flatnonzero((info["gpu_domain"].isna() & info["device"].isna()).to_numpy())
+    unknown = unknown[np.isin(unknown, run)]
+    if not len(unknown):
+        return found
+    memory = frame[channels].to_numpy(dtype=float)
+    starts, _ = en.run_edges(run)  # samples are sorted by run
+    holds = np.logical_or.reduceat(memory > 0, starts, axis=0)
+    might = holds | np.logical_or.reduceat(np.isnan(memory), starts, axis=0)
+    at = np.searchsorted(run[starts], unknown)
+    for i, held, possible in zip(unknown, holds[at], might[at]):
+        if held.sum() == 1 and possible.sum() == 1:
+            found[i] = channels[int(np.flatnonzero(held)[0])].split(".")[0]
+    return found
 
 
 def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd.DataFrame:
@@ -87,15 +213,34 @@ def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd
                          "source": source, "method": method, "note": notes if notes is not None else None})
 
 
+def _in_time_order(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
+    """The frame without the samples that break the time order of their run's segment
+    (``energy.out_of_time_order``), with a warning naming them."""
+    run, segment = frame["run"].to_numpy(), frame["segment"].to_numpy()
+    sequence = np.cumsum(np.r_[True, (run[1:] != run[:-1]) | (segment[1:] != segment[:-1])]) if len(run) else run
+    drop = en.out_of_time_order(sequence, frame["t_s"].to_numpy())
+    if not drop.any():
+        return frame
+    for run, at in pd.Series(frame["t_s"].to_numpy()[drop]).groupby(frame["run"].to_numpy()[drop]):
+        warn(f"{info.at[run, 'path']}: {len(at)} sample(s) out of time order dropped "
+             f"(t_s = {', '.join(f'{x:g}' for x in at.iloc[:3])}{', ...' if len(at) > 3 else ''})")
+    return frame[~drop].reset_index(drop=True)
+
+
 def _drop_impossible(frame: pd.DataFrame, code: np.ndarray, paths: list) -> None:
-    """Negative or infinite powers and energies become missing readings (in place), with a warning."""
-    for channel in [c for c in frame.columns if c.endswith((".power_w", ".energy_j"))]:
+    """Negative or infinite powers and energies, and zero mean powers of domains that always draw power (a
+    counter that did not move under them), become missing readings (in place), with a warning."""
+    for channel in [c for c in frame.columns if c.endswith((".power_w", ".energy_j", ".interval_power_w"))]:
         values = frame[channel].to_numpy()
-        bad = (values < 0) | np.isinf(values)
-        if bad.any():
-            frame.loc[bad, channel] = np.nan
-            for i, count in zip(*np.unique(code[bad], return_counts=True)):
-                warn(f"{paths[i]}: {count} negative or infinite {channel} reading(s) treated as missing")
+        with np.errstate(invalid="ignore"):
+            bad = (values < 0) | np.isinf(values)
+            zero = (values == 0) & channel.endswith(".interval_power_w") \
+                & (ALWAYS_POWERED.fullmatch(channel.rsplit(".", 1)[0]) is not None)
+        if (bad | zero).any():
+            frame.loc[bad | zero, channel] = np.nan
+            for what, mask in (("negative or infinite", bad), ("zero (the counter under it did not move)", zero)):
+                for i, count in zip(*np.unique(code[mask], return_counts=True)):
+                    warn(f"{paths[i]}: {count} {what} {channel} reading(s) treated as missing")
 
 
 def latencies(values: pd.Series, run_ids: pd.Index) -> pd.DataFrame:

@@ -137,6 +137,7 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
         raise NoUsableRuns(f"{', '.join(map(str, paths))}: no run with a readable {readers.SAMPLES_FILE}")
     windows = pd.concat(windows).sort_index()
     info = info.loc[windows.index]
+    info["gpu_domain"] = info["gpu_domain"].where(info["gpu_domain"].notna(), windows["gpu_domain"])
     latencies = readers.latencies(info)
     rows.append(reduce.latencies(latencies, info.index))
     runs = _runs_table(info, windows, latencies)
@@ -168,8 +169,9 @@ def _quantities(rows: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame)
     """Sensor-domain rows -> reported domains, with the derived energy quantities."""
     keyed = runs.set_index("run_id")
     rows = rows.assign(domain=_reported(rows["run_id"], rows["domain"], keyed["gpu_domain"]))
-    energy = combine_domains(rows[rows["quantity"].isin(["energy_j", "gap_samples"])])
-    others = rows[~rows["quantity"].isin(["energy_j", "gap_samples"])]
+    per_domain = rows["quantity"].isin(["energy_j", "gap_samples", "window_s"])  # window_s: seconds an energy covers
+    energy = combine_domains(rows[per_domain])
+    others = rows[~per_domain]
     derived = _derived(energy, keyed, combine_baselines(baselines, keyed["gpu_domain"]))
     return pd.concat([derived, others], ignore_index=True)
 
@@ -191,11 +193,12 @@ def energy_domain(domain: str) -> str:
 
 
 def combine_domains(rows: pd.DataFrame) -> pd.DataFrame:
-    """Long rows (``run_id, domain, quantity, value, source, method, note``) of ``energy_j`` and
-    ``gap_samples`` summed into reported domains: sockets into ``cpu_package``/``dram``, and every GPU of a
-    run with two or more into ``gpu_node`` (unless the run has a node total of its own, as AIPowerMeter's
-    files do). A sum with a NaN member is NaN, never a partial sum; ``method`` is ``mixed`` when its
-    members differ; notes are joined."""
+    """Long rows (``run_id, domain, quantity, value, source, method, note``) of ``energy_j``,
+    ``gap_samples`` and ``window_s`` (the seconds an energy covers) summed into reported domains: sockets
+    into ``cpu_package``/``dram``, and every GPU of a run with two or more into ``gpu_node`` (unless the run
+    has a node total of its own, as AIPowerMeter's files do). A sum with a NaN member is NaN, never a
+    partial sum; its ``window_s`` is its members' longest; ``method`` is ``mixed`` when its members differ;
+    notes are joined."""
     rows = rows.assign(domain=rows["domain"].map(energy_domain))
     gpus = rows["domain"].str.fullmatch(r"gpu\d*")
     per_run = rows[gpus & (rows["quantity"] == "energy_j")].groupby("run_id")["domain"].nunique()
@@ -206,9 +209,12 @@ def combine_domains(rows: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby(["run_id", "domain", "quantity"], sort=False)
     out = grouped["value"].sum(min_count=1).to_frame()
     out.loc[grouped["value"].count() < grouped.size(), "value"] = np.nan
+    longest = out.index.get_level_values("quantity") == "window_s"
+    out.loc[longest, "value"] = grouped["value"].max()[longest]
     out["source"] = grouped["source"].first()
     out["method"] = grouped["method"].first().where(grouped["method"].nunique() <= 1, "mixed")
-    out["note"] = grouped["note"].agg(lambda notes: "; ".join(n for n in notes if isinstance(n, str)) or None)
+    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False)["note"]
+    out["note"] = noted.agg("; ".join).reindex(out.index)  # only where a member has a note: few groups
     return out.reset_index()
 
 
@@ -234,14 +240,14 @@ def combine_baselines(baselines: pd.DataFrame, gpu_domain: pd.Series) -> pd.Data
 def _derived(energy: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
     """The energy quantities of each (run, reported domain) from its energy and its run's constants."""
     table = energy.pivot_table(index=["run_id", "domain"], columns="quantity", values="value", aggfunc="first",
-                               dropna=False, observed=True).reindex(columns=["energy_j", "gap_samples"])
+                               dropna=False, observed=True).reindex(columns=["energy_j", "gap_samples", "window_s"])
     labels = energy[energy["quantity"] == "energy_j"].set_index(["run_id", "domain"])[["source", "method", "note"]]
     table = table.join(labels).reset_index()
     table = table.merge(baselines.rename(columns={"note": "idle_note"}), on=["run_id", "domain"], how="left")
     of_run = runs.loc[table["run_id"]]
     complete = of_run["window_complete"].to_numpy(dtype=bool)
     iterations = np.where(complete & (of_run["iterations"].to_numpy() > 0), of_run["iterations"].to_numpy(), np.nan)
-    window_s = of_run["window_s"].to_numpy()
+    window_s = table["window_s"].fillna(of_run["window_s"].set_axis(table.index)).to_numpy(dtype=float)
     batch = pd.to_numeric(of_run["batch_size"], errors="coerce").to_numpy(dtype=float)
     gflop = of_run["flops_per_inference"].to_numpy() / 1e9
     energy_j, idle_w = table["energy_j"].to_numpy(dtype=float), table["idle_power_w"].to_numpy(dtype=float)

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.energy import aligned_counter_energy, counter_energy, trapezoid_energy, window, window_seconds
+from analysis.energy import (aligned_counter_energy, counter_energy, counter_glitches, interval_mean_energy,
+                             trapezoid_energy, window, window_seconds)
 from analysis.tables import combine_baselines, combine_domains, energy_domain
 
 NAN = np.nan
@@ -86,9 +87,9 @@ def test_counter_going_backwards_without_a_wrap_value_is_nan():
 
 
 def test_counter_gap_inside_the_window_costs_nothing_but_an_edge_gap_is_nan():
-    energy, problems = counter_energy(runs_of(4, 3), np.array([0.0, NAN, 90.0, 5.0, 1.0, 2.0, NAN]),
+    energy, problems = counter_energy(runs_of(4, 3), np.array([70.0, NAN, 90.0, 5.0, 1.0, 2.0, NAN]),
                                       np.array([100.0, 100.0]), 2)
-    assert energy[0] == pytest.approx(105.0)  # 0 → 90 → (wrap) 105
+    assert energy[0] == pytest.approx(35.0)  # 70 → 90 → (wrap) 105
     assert np.isnan(energy[1]) and "edge" in problems[1]
 
 
@@ -162,12 +163,67 @@ def test_combine_domains_keeps_a_total_gpu_domain_of_its_own():
     assert out.to_dict() == {"gpu_node": 9.0, "gpu0": 4.0, "gpu1": 3.0}
 
 
-def test_a_small_backward_step_is_a_glitch_not_a_wrap():
-    # RAPL wraps at 100 J: 50 → 49 is not a wrap (that would add 99 J), 60 → 2 is
-    energy, problems = counter_energy(runs_of(3, 3), np.array([40.0, 50.0, 49.0, 50.0, 60.0, 2.0]),
+RAPL_WRAP_J = 262143.328850  # a package counter's max_energy_range_uj / 1e6
+
+
+def test_a_lone_near_zero_reading_is_a_glitch_not_a_wrap():
+    # the counter: 200000, 200004, 0.2, 200012 J; counted as a wrap it gave 262,155 J
+    counter = np.array([200000.0, 200004.0, 0.2, 200012.0])
+    assert counter_glitches(runs_of(4), counter, np.array([RAPL_WRAP_J])).tolist() == [False, False, True, False]
+    energy, problems = counter_energy(runs_of(4), counter, np.array([RAPL_WRAP_J]), 1)
+    assert energy == pytest.approx([200012.0 - 200000.0]) and problems.tolist() == [None]
+
+
+@pytest.mark.parametrize("reading", [300000.0, RAPL_WRAP_J, -3.0])
+def test_a_reading_outside_the_counters_range_is_never_data(reading):
+    counter = np.array([200000.0, 200004.0, reading, 200012.0])
+    assert counter_glitches(runs_of(4), counter, np.array([RAPL_WRAP_J])).tolist() == [False, False, True, False]
+    energy, _ = counter_energy(runs_of(4), counter, np.array([RAPL_WRAP_J]), 1)
+    assert energy == pytest.approx([12.0])
+
+
+def test_a_real_wrap_continues_from_near_zero():
+    counter = np.array([262130.0, 262138.0, 3.0, 11.0])
+    assert not counter_glitches(runs_of(4), counter, np.array([RAPL_WRAP_J])).any()
+    energy, _ = counter_energy(runs_of(4), counter, np.array([RAPL_WRAP_J]), 1)
+    assert energy == pytest.approx([11.0 + RAPL_WRAP_J - 262130.0], rel=1e-12)
+
+
+def test_a_lone_backward_reading_is_dropped_and_the_rest_used():
+    # RAPL wraps at 100 J: 45 → 44 is not a wrap (that would add 99 J) but a lone glitch; 60 → 2 is a wrap
+    energy, problems = counter_energy(runs_of(5, 3), np.array([40.0, 45.0, 44.0, 50.0, 55.0, 50.0, 60.0, 2.0]),
                                       np.array([100.0, 100.0]), 2)
-    assert np.isnan(energy[0]) and "not a wrap" in problems[0]
-    assert energy[1] == pytest.approx(52.0) and problems[1] is None
+    assert energy == pytest.approx([15.0, 52.0]) and problems.tolist() == [None, None]
+    # a counter that never wraps (NVML's): a lone low or high reading is dropped the same way
+    for glitch in (5.0, 50.0):
+        energy, _ = counter_energy(runs_of(5), np.array([10.0, 11.0, glitch, 13.0, 14.0]), np.array([NAN]), 1)
+        assert energy == pytest.approx([4.0])
+
+
+def test_a_counter_that_really_goes_backwards_is_nan_with_its_reason():
+    # two readings in a row off the sequence are not a lone glitch
+    energy, problems = counter_energy(runs_of(5), np.array([40.0, 50.0, 49.0, 48.0, 55.0]), np.array([100.0]), 1)
+    assert np.isnan(energy[0]) and "not a wrap, and not a lone glitch" in problems[0]
+    # a counter without a wrap value that restarts from a lower value (a driver reload)
+    energy, problems = counter_energy(runs_of(6), np.array([1000.0, 1010.0, 1020.0, 5.0, 15.0, 25.0]),
+                                      np.array([NAN]), 1)
+    assert np.isnan(energy[0]) and "went backwards 1 time(s) but has no wrap value" in problems[0]
+
+
+def test_a_glitch_at_the_last_reading_leaves_the_edge_unknown():
+    counter = np.array([200000.0, 200004.0, 200008.0, 200012.0, 0.2])
+    assert counter_glitches(runs_of(5), counter, np.array([RAPL_WRAP_J])).tolist() == [False] * 4 + [True]
+    energy, problems = counter_energy(runs_of(5), counter, np.array([RAPL_WRAP_J]), 1)
+    assert np.isnan(energy[0]) and problems[0] == "counter reading missing at a window edge"
+
+
+def test_interval_means_stand_for_the_interval_ending_at_their_sample():
+    # 10 W over the 0.5 s before the first reading, 20 W over the next 1 s, 30 W over 2 s; the last reading
+    # follows a clock jump (its interval unknown): not integrated
+    energy, problems, covered = interval_mean_energy(runs_of(4, 2), np.array([0.5, 1.0, 2.0, NAN, 1.0, 1.0]),
+                                                     np.array([10.0, 20.0, 30.0, 99.0, 5.0, NAN]), 2)
+    assert energy[0] == pytest.approx(5.0 + 20.0 + 60.0) and covered[0] == pytest.approx(3.5)
+    assert np.isnan(energy[1]) and "1 power reading(s) missing" in problems[1]
 
 
 # a counter that updates every 100 ms, like NVML's, sampled faster than it updates

@@ -411,12 +411,91 @@ def test_counter_gap_at_the_end_sample_is_nan(tmp_path):
     assert "counter reading missing at a window edge" in energy(study, "gpu", "note")
 
 
-def test_counter_going_backwards_without_wrap_is_nan(tmp_path):
+def set_channel(folder, channel, values):
+    """Rewrite ``channel`` on every line of a run's samples."""
+    lines = [json.loads(line) for line in lines_of(folder)]
+    for line, value in zip(lines, values, strict=True):
+        line[channel] = value
+    rewrite(folder, [json.dumps(line) + "\n" for line in lines])
+
+
+@pytest.mark.parametrize("glitch", [0.2, 300000.0])
+def test_a_lone_rapl_reading_near_zero_or_above_the_wrap_is_dropped_not_counted_as_a_wrap(tmp_path, glitch):
+    folder = write_run(tmp_path, power_w={"package-0": 40.0}, samples=4, duration_s=0.3)
+    set_channel(folder, "package-0.energy_j", [200000.0, 200004.0, glitch, 200012.0])  # wraps at 262143.33 J
+    study = load_warned(tmp_path, r"package-0: 1 counter reading.s. outside its range or breaking its sequence "
+                                  r"dropped as glitches \(t_s = 0.2\)")
+    assert energy(study, "cpu_package", "energy_j") == pytest.approx(12.0)  # not 262,155 J
+    assert (energy(study, "cpu_package", "method"), energy(study, "cpu_package", "gap_samples")) == ("counter", 1)
+
+
+def test_a_lone_nvml_glitch_is_dropped_but_a_counter_that_restarts_lower_is_nan(tmp_path):
+    write_run(tmp_path, run=0)
+    edit_line(tmp_path / "input_64" / "run_0", 10, **{"gpu0.energy_j": 5.0})
+    folder = write_run(tmp_path, run=1)
+    counter = [json.loads(line)["gpu0.energy_j"] for line in lines_of(folder)]
+    set_channel(folder, "gpu0.energy_j", counter[:10] + [c - 150.0 for c in counter[10:]])  # a driver reload
+    study = load_warned(tmp_path, r"run_0: gpu0: 1 counter reading.s. .* dropped as glitches \(t_s = 1\)",
+                        r"run_1: gpu0: counter went backwards 1 time.s. but has no wrap value .not a lone glitch.; "
+                        "its energy left NaN")
+    assert energy(study, "gpu", "energy_j", run=0) == pytest.approx(100.0 * DURATION)
+    assert math.isnan(energy(study, "gpu", "energy_j", run=1))
+    assert energy(study, "cpu_package", "energy_j", run=1) == pytest.approx(40.0 * DURATION)
+
+
+@pytest.mark.parametrize("moved_j", [0.0, 30.0])
+def test_nvml_counter_over_a_window_shorter_than_its_update_falls_back_to_power(tmp_path, moved_j):
+    # 30 ms at 300 W: the counter, which moves every ~100 ms, reads the same value at both edges (or moved
+    # once, by a whole update's worth); the power readings give 300 W x 0.03 s
+    folder = write_run(tmp_path, power_w={"gpu0": 300.0}, samples=2, duration_s=0.03, iterations=3)
+    set_channel(folder, "gpu0.energy_j", [5000.0, 5000.0 + moved_j])
+    study = load_warned(tmp_path, r"gpu0: the 0.03 s window is shorter than the counter's update period \(0.1 s\); "
+                                  "its energy integrated from its power readings instead")
+    assert energy(study, "gpu", "energy_j") == pytest.approx(300.0 * 0.03)
+    assert energy(study, "gpu", "method") == "trapezoid (counter did not resolve the window)"
+    assert "shorter than the counter's update period" in energy(study, "gpu", "note")
+
+
+def test_a_counter_that_did_not_resolve_the_window_without_sound_power_readings_is_nan(tmp_path):
+    folder = write_run(tmp_path, power_w={"gpu0": 300.0}, samples=2, duration_s=0.03, iterations=3)
+    set_channel(folder, "gpu0.energy_j", [5000.0, 5000.0])
+    set_channel(folder, "gpu0.power_w", [300.0, None])
+    study = load_warned(tmp_path, r"gpu0: the 0.03 s window is shorter than the counter's update period \(0.1 s\), "
+                                  r"and its power readings cannot replace it \(1 power reading.s. missing")
+    assert math.isnan(energy(study, "gpu", "energy_j"))  # never 0 J
+    assert "cannot replace it" in energy(study, "gpu", "note")
+
+
+def test_a_counter_that_does_not_move_while_its_device_draws_power_is_never_zero(tmp_path):
+    folder = write_run(tmp_path, power_w={"gpu0": 100.0, "package-0": 40.0})
+    set_channel(folder, "gpu0.energy_j", [7000.0] * 21)  # stuck for 2 s while the power readings say 100 W
+    set_channel(folder, "package-0.energy_j", [900.0] * 21)  # stuck while this process kept a CPU busy
+    study = load_warned(tmp_path, r"gpu0: counter did not move over the 2 s window while its power readings show up "
+                                  "to 100 W; its energy integrated from its power readings instead",
+                        r"package-0: counter did not move over the 2 s window while this process used 1 CPUs; "
+                        "its energy left NaN")
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)
+    assert energy(study, "gpu", "method") == "trapezoid (counter did not resolve the window)"
+    assert math.isnan(energy(study, "cpu_package", "energy_j"))
+    assert "did not move" in energy(study, "cpu_package", "note")
+
+
+def test_a_sample_out_of_time_order_is_dropped(tmp_path):
     folder = write_run(tmp_path)
-    edit_line(folder, 10, **{"gpu0.energy_j": 5.0})
-    study = load_warned(tmp_path, "gpu0: counter went backwards 1 time.s. but has no wrap value")
-    assert math.isnan(energy(study, "gpu", "energy_j"))
-    assert energy(study, "cpu_package", "energy_j") == pytest.approx(40.0 * DURATION)
+    edit_line(folder, 10, t_s=0.05, **{"cpu_estimated.power_w": 1000.0})  # the sample of 1.0 s says 0.05 s
+    study = load_warned(tmp_path, r"run_0: 1 sample.s. out of time order dropped \(t_s = 0.05\)")
+    assert energy(study, "cpu_estimated", "energy_j") == pytest.approx(30.0 * DURATION)
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)
+
+
+@pytest.mark.parametrize("odd", ["abc", True, [1.0], {"w": 1.0}])
+def test_a_value_of_the_wrong_type_is_missing_with_a_warning(tmp_path, odd):
+    folder = write_run(tmp_path)
+    edit_line(folder, 7, **{"cpu_estimated.power_w": odd})
+    study = load_warned(tmp_path, r"run_0.*1 value.s. not a number read as missing \(cpu_estimated.power_w at line 8\)",
+                        "cpu_estimated: 1 power reading.s. missing in the window")
+    assert math.isnan(energy(study, "cpu_estimated", "energy_j"))
+    assert energy(study, "gpu", "energy_j") == pytest.approx(100.0 * DURATION)  # the rest of the run is used
 
 
 def test_a_counter_sampled_faster_than_it_updates_is_aligned_on_its_updates(tmp_path):

@@ -21,12 +21,11 @@ def study_of(tmp_path, latencies, energies_j, methods=None) -> "analysis.Study":
         folder = write_run(tmp_path, input_size=size, run=run, latency_s=latency, iterations=100, duration_s=2.0,
                            power_w={"gpu0": (joules if joules == joules else 1.0) * 100 / 2.0},
                            gpu_counter=not trapezoid)
-        if joules != joules:  # NaN: the counter goes backwards, so the run's energy is unknown
-            lines = (folder / "power_metrics.json").read_text().splitlines()
-            line = json.loads(lines[5])
-            line["gpu0.energy_j"] = 0.0
-            lines[5] = json.dumps(line)
-            (folder / "power_metrics.json").write_text("\n".join(lines) + "\n")
+        if joules != joules:  # NaN: the counter goes backwards (restarts lower), so the run's energy is unknown
+            lines = [json.loads(line) for line in (folder / "power_metrics.json").read_text().splitlines()]
+            for line in lines[5:]:
+                line["gpu0.energy_j"] -= 500.0
+            (folder / "power_metrics.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
         return load_study(tmp_path)

@@ -191,8 +191,8 @@ def negative_power(tree):
 
 def counter_backwards(tree):
     folder = write_run(tree)
-    rewrite_samples(folder, 10, **{"gpu0.energy_j": 5.0})
-    return folder, "gpu0: counter went backwards 1 time(s) but has no wrap value"
+    rewrite_samples(folder, 10, **{"gpu0.energy_j": 5.0})  # a lone reading: a glitch, dropped, the rest used
+    return folder, "gpu0: 1 counter reading(s) outside its range or breaking its sequence dropped as glitches"
 
 
 def missing_meta(tree):

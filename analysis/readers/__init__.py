@@ -33,6 +33,7 @@ from . import aipowermeter, files, ours
 SAMPLES_FILE = runtree.SAMPLES_FILE
 # Identity columns in display order; a tree may add dimensions of its own (appended in name order).
 DIMENSIONS = ["model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device"]
+RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable"}  # not identity
 CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup", "period_s",
              "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 
@@ -73,8 +74,7 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
         where = ", ".join(str(p) for p in paths)
         raise NoUsableRuns(f"{where}: no usable run folder (none holds a readable {SAMPLES_FILE} and its metadata)")
     info = pd.DataFrame.from_records(records)
-    extra = sorted(set(info.columns) - set(DIMENSIONS) - set(CONSTANTS)
-                   - {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable"})
+    extra = sorted(set(info.columns) - set(DIMENSIONS) - set(CONSTANTS) - RECORD_FIELDS)
     for column in [*DIMENSIONS, *CONSTANTS]:
         if column not in info:
             info[column] = None
@@ -105,7 +105,7 @@ def _walk(root: Path, label: str | None, model: str | None, include_incomplete: 
             if not known:
                 warn(f"{folder / SAMPLES_FILE}: {why}; run skipped")
                 continue
-            record = aipowermeter.record(folder, model)
+            record = aipowermeter.record(folder, model, root)
         if record is None:
             continue
         if record["status"] != runtree.COMPLETE and not include_incomplete:
@@ -115,7 +115,8 @@ def _walk(root: Path, label: str | None, model: str | None, include_incomplete: 
         record["label"] = label or (tree.relative_to(root).as_posix() if tree != root else root.absolute().name)
         record["tree"] = tree
         record["folder"] = folder.relative_to(tree).as_posix()
-        key = (record["label"], *sorted((k, str(v)) for k, v in record.items() if k in DIMENSIONS), record["run"])
+        key = (record["label"], *sorted((k, str(v)) for k, v in record.items()
+                                        if k not in CONSTANTS and k not in RECORD_FIELDS), record["run"])
         if key in seen:
             warn(f"{folder}: same identity and run as {seen[key]}; duplicate skipped (the first is kept)")
             continue
@@ -129,13 +130,13 @@ def _walk(root: Path, label: str | None, model: str | None, include_incomplete: 
 
 def sample_frames(info: pd.DataFrame, text: bool = False) -> Iterator[pd.DataFrame]:
     """Wide sample frames of the runs of ``info`` (its index as ``run`` ids), a few runs each:
-    ``run, segment, t_s, mark, [utc, gap,] <domain>.<metric>...``."""
+    ``run, segment, t_s, mark, [utc, gap,] [interval_s,] <domain>.<metric>...``."""
     formats = info["format"].to_numpy()
     ours_at, aipm_at = np.flatnonzero(formats == ours.FORMAT), np.flatnonzero(formats == aipowermeter.FORMAT)
     paths = info["path"].to_numpy()
     ids = info.index.to_numpy()
     return chain(ours.frames([(ids[i], paths[i] / SAMPLES_FILE) for i in ours_at], text=text),
-                 (f for f in (aipowermeter.frame(ids[i], paths[i] / SAMPLES_FILE) for i in aipm_at) if f is not None))
+                 aipowermeter.frames([(ids[i], paths[i] / SAMPLES_FILE) for i in aipm_at]))
 
 
 def latencies(info: pd.DataFrame) -> pd.Series:

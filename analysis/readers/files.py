@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,22 @@ def read_bytes(path: Path) -> bytes | None:
         warn(f"{path}: empty; run skipped")
         return None
     return data
+
+
+def batches(items: list[tuple[int, Path]], chunk_bytes: int) -> Iterator[list[tuple[int, Path]]]:
+    """``items`` (run id, file) in consecutive batches of about ``chunk_bytes`` of files each."""
+    batch, size = [], 0
+    for run, path in items:
+        batch.append((run, path))
+        try:
+            size += path.stat().st_size
+        except OSError:
+            pass  # reported when read
+        if size >= chunk_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def first_line(path: Path) -> object:
@@ -59,6 +75,17 @@ def json_lines(path: Path, data: bytes, sound: Callable[[object], bool]) -> list
         warn(f"{path}: {len(bad)} unreadable line(s) skipped (line {', '.join(bad[:5])}"
              + (", ..." if len(bad) > 5 else "") + ")" + ("; the rest used" if kept else "; run skipped"))
     return kept
+
+
+def numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (objects from JSON) as floats: numbers as they are, ``None`` (JSON null) as NaN, anything
+    else (a string, a boolean, a list, an object) as NaN too. Returns ``(floats, not_a_number)``, the second
+    True where a value was present but not a number (for a warning)."""
+    kind = np.array([type(v) in (int, float) for v in values], dtype=bool)
+    floats = np.full(len(values), np.nan)
+    if kind.any():
+        floats[kind] = np.asarray(values[kind], dtype=float)
+    return floats, ~kind & np.array([v is not None for v in values], dtype=bool)
 
 
 def latencies(folders: pd.Series, *, iterations_known: pd.Series) -> pd.Series:

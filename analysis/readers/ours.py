@@ -23,7 +23,7 @@ import pandas as pd
 from measure import runtree
 
 from ..problems import warn
-from .files import json_lines, read_bytes
+from .files import batches, json_lines, numbers, read_bytes
 
 FORMAT = "ours"
 CHUNK_BYTES = 32 << 20
@@ -84,27 +84,12 @@ def frames(items: list[tuple[int, Path]], text: bool = False) -> Iterator[pd.Dat
     """
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         jobs: deque[Future] = deque()
-        for batch in _batches(items):
+        for batch in batches(items, CHUNK_BYTES):
             jobs.append(pool.submit(_parse_batch, batch, text))
             while len(jobs) > WORKERS:
                 yield from jobs.popleft().result()
         while jobs:
             yield from jobs.popleft().result()
-
-
-def _batches(items: list[tuple[int, Path]]) -> Iterator[list[tuple[int, Path]]]:
-    batch, size = [], 0
-    for run, path in items:
-        batch.append((run, path))
-        try:
-            size += path.stat().st_size
-        except OSError:
-            pass  # reported when read
-        if size >= CHUNK_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 def _parse_batch(batch: list[tuple[int, Path]], text: bool) -> list[pd.DataFrame]:
@@ -183,14 +168,21 @@ def _read_chunk(keys: tuple[str, ...], datas, lines, runs, text: bool) -> pd.Dat
 
 def _parse_lines(run: int, path: Path, data: bytes, text: bool) -> pd.DataFrame | None:
     """The slow, forgiving path: line by line, bad lines skipped with a warning."""
-    rows = [value for _, value in json_lines(path, data, lambda v: isinstance(v, dict)
-                                              and isinstance(v.get("t_s"), (int, float)) and v.get("mark") in MARKS)]
-    if not rows:
+    kept = json_lines(path, data, lambda v: isinstance(v, dict) and v.get("mark") in MARKS
+                      and type(v.get("t_s")) in (int, float) and np.isfinite(v["t_s"]))
+    if not kept:
         return None
+    numbers_of, rows = zip(*kept)
     frame = pd.DataFrame.from_records(rows)
     channels = [c for c in frame.columns if "." in c]
     frame = frame.reindex(columns=["t_s", "mark", *(["utc", "gap"] if text else []), *channels])
-    frame[channels] = frame[channels].apply(pd.to_numeric, errors="coerce").astype(float)
+    odd = []
+    for channel in channels:
+        frame[channel], bad = numbers(frame[channel].to_numpy(dtype=object))
+        odd += [f"{channel} at line {numbers_of[i]}" for i in np.flatnonzero(bad)]
+    if odd:
+        warn(f"{path}: {len(odd)} value(s) not a number read as missing ({', '.join(odd[:5])}"
+             + (", ..." if len(odd) > 5 else "") + ")")
     frame["mark"] = pd.Categorical(frame["mark"], categories=list(MARKS))
     frame.insert(0, "run", run)
     frame.insert(1, "segment", 0)
