@@ -1,0 +1,101 @@
+"""Sweeps as Slurm job arrays on a real single-node cluster (``scripts/slurm-local.sh``), through the CLI.
+
+Each test submits ``python -m measure run ... --executor slurm`` as a user
+would, and reads back the run tree, submitit's logs and Slurm's accounting
+(``sacct``).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from measure.__main__ import main
+from measure.runtree import read_meta
+
+pytestmark = pytest.mark.slurm
+
+QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds", "0.2", "--period", "0.05"]
+PER_PROCESS = ("window", "host", "idle_power_w")
+
+
+@pytest.fixture
+def env(slurm_conf) -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": slurm_conf}
+
+
+def measure_run(env: dict[str, str], *options: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "measure", "run", *map(str, options)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=900)
+
+
+def job_ids(stdout: str) -> list[str]:
+    """The job ids that ``--executor`` printed on its first line."""
+    return stdout.splitlines()[0].split("job id(s): ")[1].split()
+
+
+def sacct(env: dict[str, str], job: str, fields: str, *options: str) -> list[list[str]]:
+    """Slurm's accounting of ``job`` (an array's tasks one by one) once it has ended: ``fields`` per record.
+
+    A task's result is written before its job ends, so ``--wait`` may return
+    while Slurm still says ``RUNNING`` or ``COMPLETING``.
+    """
+    deadline = time.monotonic() + 120
+    while True:
+        lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", job,
+                                "--format", f"State,{fields}", *options], capture_output=True, text=True, env=env,
+                               check=True).stdout.splitlines()
+        records = [line.split("|") for line in lines]
+        if not {state for state, *_ in records} & {"PENDING", "RUNNING", "COMPLETING"}:
+            return [fields for _, *fields in records]
+        assert time.monotonic() < deadline, f"job {job} has not ended: {records}"
+        time.sleep(0.5)
+
+
+def metas(tree: Path) -> dict[str, dict]:
+    return {folder.relative_to(tree).as_posix(): {k: v for k, v in read_meta(folder).items() if k not in PER_PROCESS}
+            for folder in tree.glob("input_*/run_*")}
+
+
+def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
+    direct, out = tmp_path / "direct", tmp_path / "tree"
+    assert main(["run", *QUICK, "--device", "cpu", "--runs", "2", "--out", str(direct), "--no-progress"]) == 0
+    done = measure_run(env, *QUICK, "--device", "cpu", "--runs", "2", "--out", out, "--executor", "slurm",
+                       "--tasks", "2", "--slurm-partition", "local", "--cpus-per-task", "1", "--timeout-min", "5",
+                       "--wait")
+    assert done.returncode == 0, done.stderr
+    jobs = job_ids(done.stdout)
+    assert [line.split(": ", 1)[1] for line in done.stdout.splitlines()[2:4]] == ["1 complete", "1 complete"]
+    assert metas(out) == metas(direct) and {m["status"] for m in metas(out).values()} == {"complete"}
+    assert (out / "study.json").read_bytes() == (direct / "study.json").read_bytes()
+    assert len(list((out / "idle").iterdir())) == 2  # one idle recording per task
+    assert not list(out.rglob("*.tmp"))
+    array = jobs[0].split("_")[0]
+    assert sorted(sacct(env, array, "JobID,State,JobName,Partition,Timelimit,ReqCPUS")) == [
+        [job, "COMPLETED", "measure-alexnet", "local", "00:05:00", "1"] for job in jobs]
+    summary = subprocess.run([sys.executable, "-m", "analysis", "summarize", str(out)], capture_output=True,
+                             text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr
+    rows = list(csv.DictReader(summary.stdout.splitlines()))
+    assert [(row["model"], row["input_size"], row["n_runs"]) for row in rows] == [("alexnet", "224", "2")]
+
+
+def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, tmp_path):
+    out = tmp_path / "tree"
+    failed = measure_run(env, *QUICK, "--device", "cuda", "--runs", "2", "--out", out, "--executor", "slurm",
+                         "--tasks", "2", "--wait")
+    assert failed.returncode == 1
+    jobs = job_ids(failed.stdout)
+    for index, (job, line) in enumerate(zip(jobs, failed.stdout.splitlines()[2:4])):
+        reason, log = re.fullmatch(rf"task {index}/2 \(job {job}\) failed: (.*); log: (.*)", line).groups()
+        assert reason.startswith("ValueError: device 'cuda' asked for, but ")
+        assert log == str(out / "submitit" / f"{job}_0_log.err") and reason in Path(log).read_text()
+    assert failed.stderr.splitlines()[-1] == ("error: 2 task(s) left runs not complete; retry them with this "
+                                              "command and --resume")
+    assert sorted(sacct(env, jobs[0].split("_")[0], "JobID,State")) == [[job, "FAILED"] for job in jobs]
