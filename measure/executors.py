@@ -71,6 +71,8 @@ def outcome(job: submitit.Job) -> tuple[dict[str, int] | None, str | None]:
     error = job.exception()
     if error is None:
         return job.result(), None
+    if not isinstance(error, submitit.core.utils.FailedJobError):  # no result: cancelled, killed, or broken early
+        return None, f"ended without a result, in state {job.state}"
     lines = [line for line in str(error).splitlines() if line.strip()]
     dashes = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
     # submitit frames the task's traceback between two dashed lines: its last line is the exception

@@ -22,6 +22,9 @@ from measure.runtree import read_meta
 pytestmark = pytest.mark.slurm
 
 QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds", "0.2", "--period", "0.05"]
+# runs long enough that a task stopped as the first one ends is still measuring
+SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "4", "--iters", "20", "--warmup", "1",
+        "--idle-seconds", "0.2", "--period", "0.05"]
 PER_PROCESS = ("window", "host", "idle_power_w")
 
 
@@ -33,6 +36,11 @@ def env(slurm_conf) -> dict[str, str]:
 def measure_run(env: dict[str, str], *options: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "measure", "run", *map(str, options)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=900)
+
+
+def start_run(env: dict[str, str], *options: str | Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "measure", "run", *map(str, options)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def job_ids(stdout: str) -> list[str]:
@@ -63,6 +71,22 @@ def metas(tree: Path) -> dict[str, dict]:
             for folder in tree.glob("input_*/run_*")}
 
 
+def complete_files(tree: Path) -> dict[str, bytes]:
+    """Every file of every complete run, by path."""
+    return {f.relative_to(tree).as_posix(): f.read_bytes() for folder in tree.glob("input_*/run_*")
+            if (read_meta(folder) or {}).get("status") == "complete" for f in folder.iterdir()}
+
+
+def job_once_first_run_is_complete(sweep: subprocess.Popen, out: Path) -> str:
+    """Wait until run 0 of the sweep into ``out`` is complete; the id of its (single) job."""
+    deadline = time.monotonic() + 600
+    while (read_meta(out / "input_224" / "run_0") or {}).get("status") != "complete":
+        assert sweep.poll() is None, f"the sweep ended first: {sweep.communicate()}"
+        assert time.monotonic() < deadline, "run 0 never completed"
+        time.sleep(0.05)
+    return next((out / "submitit").glob("*_submitted.pkl")).name.split("_")[0]
+
+
 def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
     direct, out = tmp_path / "direct", tmp_path / "tree"
     assert main(["run", *QUICK, "--device", "cpu", "--runs", "2", "--out", str(direct), "--no-progress"]) == 0
@@ -84,6 +108,27 @@ def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
     assert summary.returncode == 0, summary.stderr
     rows = list(csv.DictReader(summary.stdout.splitlines()))
     assert [(row["model"], row["input_size"], row["n_runs"]) for row in rows] == [("alexnet", "224", "2")]
+
+
+def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tree(env, tmp_path):
+    out = tmp_path / "tree"
+    options = [*SLOW, "--out", out, "--executor", "slurm", "--wait"]
+    sweep = start_run(env, *options)
+    job = job_once_first_run_is_complete(sweep, out)
+    before = complete_files(out)
+    subprocess.run(["scancel", job], env=env, check=True)
+    stdout, stderr = sweep.communicate(timeout=900)
+    assert sweep.returncode == 1
+    assert re.fullmatch(rf"task 0/1 \(job {job}\) failed: ended without a result, in state CANCELLED by \d+; "
+                        rf"log: {re.escape(str(out / 'submitit' / job))}_0_log.err", stdout.splitlines()[2])
+    assert stderr.splitlines()[-1] == ("error: 1 task(s) left runs not complete; retry them with this command "
+                                       "and --resume")
+    resumed = measure_run(env, *options, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[2].endswith("): 4 complete")
+    after = complete_files(out)
+    assert {name: after[name] for name in before} == before
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 4
 
 
 def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, tmp_path):
