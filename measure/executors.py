@@ -63,7 +63,11 @@ def submit(plan: Plan, out: Path, *, cluster: str, tasks: int, resume: bool,
         name=f"measure-{plan.model}", timeout_min=resources.timeout_min, gpus_per_node=resources.gpus_per_task,
         cpus_per_task=resources.cpus_per_task, slurm_partition=resources.partition,
         slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=resources.extra or None)
-    return executor.map_array(Shard(), [plan] * tasks, [out] * tasks, range(tasks), [tasks] * tasks)
+    try:
+        return executor.map_array(Shard(), [plan] * tasks, [out] * tasks, range(tasks), [tasks] * tasks)
+    except submitit.core.utils.FailedJobError as error:  # sbatch said no: an unknown partition, account, option
+        reasons = [line.removeprefix("sbatch: error: ") for line in str(error).splitlines() if line.strip()]
+        raise ValueError(f"sbatch refused the tasks: {'; '.join(reasons)}") from None
 
 
 def outcome(job: submitit.Job) -> tuple[dict[str, int] | None, str | None]:

@@ -144,3 +144,12 @@ def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, t
     assert failed.stderr.splitlines()[-1] == ("error: 2 task(s) left runs not complete; retry them with this "
                                               "command and --resume")
     assert sorted(sacct(env, jobs[0].split("_")[0], "JobID,State")) == [[job, "FAILED"] for job in jobs]
+
+
+def test_options_the_cluster_refuses_are_one_error_line(env, tmp_path):
+    refused = measure_run(env, *QUICK, "--device", "cpu", "--out", tmp_path / "tree", "--executor", "slurm",
+                          "--slurm-partition", "nosuch")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == ("error: sbatch refused the tasks: invalid partition specified: "
+                                               "nosuch; Batch job submission failed: Invalid partition name "
+                                               "specified")
