@@ -46,6 +46,17 @@ class Shard(submitit.helpers.Checkpointable):
                             for cell in plan.cells((index, count))))
 
 
+def signal_delay_s(timeout_min: int) -> int:
+    """When Slurm signals a task to requeue, in seconds before its time limit: 90, at most a quarter of the limit.
+
+    slurmctld checks time limits every 30 s and sends the signal at the first
+    check less than this delay plus 30 s before the end: with 90 s, a task
+    limited to 2 minutes or less would be signalled, and requeued, as soon as it
+    started, every time.
+    """
+    return min(90, timeout_min * 15)
+
+
 def submit(plan: Plan, out: Path, *, cluster: str, tasks: int, resume: bool,
            resources: Resources) -> list[submitit.Job]:
     """Submit the sweep as ``tasks`` jobs (one shard each) after the checks a direct run makes first."""
@@ -62,7 +73,8 @@ def submit(plan: Plan, out: Path, *, cluster: str, tasks: int, resume: bool,
     executor.update_parameters(
         name=f"measure-{plan.model}", timeout_min=resources.timeout_min, gpus_per_node=resources.gpus_per_task,
         cpus_per_task=resources.cpus_per_task, slurm_partition=resources.partition,
-        slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=resources.extra or None)
+        slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=resources.extra or None,
+        slurm_signal_delay_s=signal_delay_s(resources.timeout_min))
     try:
         return executor.map_array(Shard(), [plan] * tasks, [out] * tasks, range(tasks), [tasks] * tasks)
     except submitit.core.utils.FailedJobError as error:  # sbatch said no: an unknown partition, account, option

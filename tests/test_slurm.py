@@ -2,7 +2,9 @@
 
 Each test submits ``python -m measure run ... --executor slurm`` as a user
 would, and reads back the run tree, submitit's logs and Slurm's accounting
-(``sacct``).
+(``sacct``). Time limits are not waited for: a test sends the task the signal
+that Slurm sends before a time limit, with ``scancel --signal``, at a moment
+it chooses.
 """
 from __future__ import annotations
 
@@ -108,6 +110,27 @@ def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
     assert summary.returncode == 0, summary.stderr
     rows = list(csv.DictReader(summary.stdout.splitlines()))
     assert [(row["model"], row["input_size"], row["n_runs"]) for row in rows] == [("alexnet", "224", "2")]
+
+
+def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shard(env, tmp_path):
+    out = tmp_path / "tree"
+    sweep = start_run(env, *SLOW, "--out", out, "--executor", "slurm", "--timeout-min", "5", "--wait")
+    job = job_once_first_run_is_complete(sweep, out)
+    before = complete_files(out)
+    script = (out / "submitit" / f"{job}_submission.sh").read_text()
+    signal, delay_s = re.search(r"^#SBATCH --signal=(\w+)@(\d+)$", script, re.MULTILINE).groups()
+    assert delay_s == "75"  # a quarter of the 5-minute limit
+    # what slurmctld does at that delay before the limit: the signal to the job's steps, not to its batch shell
+    subprocess.run(["scancel", f"--signal={signal}", job], env=env, check=True)
+    stdout, stderr = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, stderr
+    assert f"task 0/1 (job {job}): 4 complete" in stdout.splitlines()
+    after = complete_files(out)
+    assert {name: after[name] for name in before} == before  # complete runs kept byte for byte
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 4
+    log = "".join((out / "submitit" / f"{job}_0_log.{stream}").read_text() for stream in ("out", "err"))
+    assert f"Caught signal SIG{signal} on " in log and "this job is timed-out" in log and f"Requeued job {job}" in log
+    assert sacct(env, job, "State", "--duplicates") == [["REQUEUED"], ["COMPLETED"]]
 
 
 def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tree(env, tmp_path):
