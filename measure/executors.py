@@ -7,10 +7,16 @@ written atomically or under unique names. A task that times out is requeued by
 submitit and resumes where it stopped; one that fails is retried by submitting
 the same sweep again with ``--resume``. submitit keeps its scripts, pickles and
 logs in ``out/submitit/``.
+
+Each task runs the submitting interpreter (submitit's choice) on this very
+package, whatever environment the cluster gives the job (see ``job_setup``).
 """
 from __future__ import annotations
 
+import shlex
 import shutil
+import site
+import sysconfig
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ from .protocol import Plan, load_checked, prepare_study, run_study
 
 LOG_FOLDER = "submitit"
 CLUSTERS = ("slurm", "local")
+PACKAGE_ROOT = Path(__file__).parent.parent  # the folder that holds this package, as the submitting process sees it
 
 
 @dataclass
@@ -41,9 +48,26 @@ class Shard(submitit.helpers.Checkpointable):
 
     def __call__(self, plan: Plan, out: Path, index: int, count: int) -> dict[str, int]:
         """Measure shard ``index`` of ``count``; how many of its cells ended in each status."""
+        print(f"shard {index}/{count} of {out}, measured by the package in {PACKAGE_ROOT}", flush=True)
         run_study(plan, out, resume=True, shard=(index, count), progress=False)
         return dict(Counter((runtree.read_meta(runtree.run_dir(out, *cell)) or {}).get("status", "missing")
                             for cell in plan.cells((index, count))))
+
+
+def job_setup() -> tuple[list[str], list[str]]:
+    """What the batch script needs so that each task imports this package: its setup lines and srun's options.
+
+    A site may start jobs with a clean environment (``sbatch --export=NONE``,
+    often as ``SBATCH_EXPORT=NONE``); srun then passes it on to the task,
+    dropping submitit's own variables too, unless told ``--export=ALL``. A
+    package found through ``PYTHONPATH`` or the working folder rather than
+    installed in the interpreter is put first on the task's ``PYTHONPATH``, so
+    that no other copy (an installed one, another checkout) is imported instead.
+    """
+    installed = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"), site.getusersitepackages()}
+    if str(PACKAGE_ROOT) in installed:
+        return [], ["--export=ALL"]
+    return [f"export PYTHONPATH={shlex.quote(str(PACKAGE_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"], ["--export=ALL"]
 
 
 def signal_delay_s(timeout_min: int) -> int:
@@ -70,11 +94,12 @@ def submit(plan: Plan, out: Path, *, cluster: str, tasks: int, resume: bool,
     load_checked(plan)
     out, _ = prepare_study(plan, out, resume=resume)
     executor = submitit.AutoExecutor(folder=out / LOG_FOLDER, cluster=cluster)
+    setup, srun_args = job_setup()
     executor.update_parameters(
         name=f"measure-{plan.model}", timeout_min=resources.timeout_min, gpus_per_node=resources.gpus_per_task,
         cpus_per_task=resources.cpus_per_task, slurm_partition=resources.partition,
         slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=resources.extra or None,
-        slurm_signal_delay_s=signal_delay_s(resources.timeout_min))
+        slurm_signal_delay_s=signal_delay_s(resources.timeout_min), slurm_setup=setup, slurm_srun_args=srun_args)
     try:
         return executor.map_array(Shard(), [plan] * tasks, [out] * tasks, range(tasks), [tasks] * tasks)
     except submitit.core.utils.FailedJobError as error:  # sbatch said no: an unknown partition, account, option

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import measure
 from measure.__main__ import main
 from measure.runtree import read_meta
 
@@ -28,6 +29,7 @@ QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds"
 SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "4", "--iters", "20", "--warmup", "1",
         "--idle-seconds", "0.2", "--period", "0.05"]
 PER_PROCESS = ("window", "host", "idle_power_w")
+PACKAGE_ROOT = Path(measure.__file__).parent.parent
 
 
 @pytest.fixture
@@ -167,6 +169,17 @@ def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, t
     assert failed.stderr.splitlines()[-1] == ("error: 2 task(s) left runs not complete; retry them with this "
                                               "command and --resume")
     assert sorted(sacct(env, jobs[0].split("_")[0], "JobID,State")) == [[job, "FAILED"] for job in jobs]
+
+
+def test_a_site_that_starts_jobs_in_a_clean_environment_still_runs_this_package(env, tmp_path):
+    """``SBATCH_EXPORT=NONE``: the job gets the node's login environment, without this process's variables."""
+    out = tmp_path / "tree"
+    done = measure_run({**env, "SBATCH_EXPORT": "NONE"}, *QUICK, "--device", "cpu", "--runs", "1", "--out", out,
+                       "--executor", "slurm", "--wait", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = job_ids(done.stdout)[0]
+    log = (out / "submitit" / f"{job}_0_log.out").read_text()
+    assert f"shard 0/1 of {out}, measured by the package in {PACKAGE_ROOT}\n" in log
 
 
 def test_options_the_cluster_refuses_are_one_error_line(env, tmp_path):
