@@ -191,8 +191,8 @@ down() {
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         daemon=${DAEMONS[i]}
         pid=$(pid_of "$daemon") || continue
-        kill -TERM "$pid"
-        wait_for 30 "$daemon to stop" stopped "$daemon" || kill -KILL "$pid"
+        kill -TERM "$pid" 2>/dev/null || continue  # it ended meanwhile
+        wait_for 30 "$daemon to stop" stopped "$daemon" || kill -KILL "$pid" 2>/dev/null || true
     done
     say "down"
 }
