@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slurm
 
 QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds", "0.2", "--period", "0.05"]
 # runs long enough that a task stopped as the first one ends is still measuring
-SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "4", "--iters", "20", "--warmup", "1",
+SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "3", "--iters", "15", "--warmup", "1",
         "--idle-seconds", "0.2", "--period", "0.05"]
 PER_PROCESS = ("window", "host", "idle_power_w")
 PACKAGE_ROOT = Path(measure.__file__).parent.parent
@@ -126,10 +126,10 @@ def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shar
     subprocess.run(["scancel", f"--signal={signal}", job], env=env, check=True)
     stdout, stderr = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, stderr
-    assert f"task 0/1 (job {job}): 4 complete" in stdout.splitlines()
+    assert f"task 0/1 (job {job}): 3 complete" in stdout.splitlines()
     after = complete_files(out)
     assert {name: after[name] for name in before} == before  # complete runs kept byte for byte
-    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 4
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 3
     log = "".join((out / "submitit" / f"{job}_0_log.{stream}").read_text() for stream in ("out", "err"))
     assert f"Caught signal SIG{signal} on " in log and "this job is timed-out" in log and f"Requeued job {job}" in log
     assert sacct(env, job, "State", "--duplicates") == [["REQUEUED"], ["COMPLETED"]]
@@ -150,10 +150,10 @@ def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tr
                                        "and --resume")
     resumed = measure_run(env, *options, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[2].endswith("): 4 complete")
+    assert resumed.stdout.splitlines()[2].endswith("): 3 complete")
     after = complete_files(out)
     assert {name: after[name] for name in before} == before
-    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 4
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 3
 
 
 def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, tmp_path):
