@@ -20,7 +20,8 @@
 #
 # Exit status: 0 done; 1 failed (the daemons' logs are in SLURM_LOCAL_DIR/log);
 # 3 Slurm cannot run here (not root, or its packages cannot be installed).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'say "failed at line $LINENO of $0; logs in $LOG"' ERR
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/slurm-local}
 CONF=$DIR/etc/slurm.conf
@@ -62,7 +63,6 @@ install_packages() {
         command -v "$command" >/dev/null || missing+=("$command")
     done
     ((${#missing[@]})) || return 0
-    ((EUID == 0)) || unavailable "${missing[*]} missing, and installing Slurm needs root"
     command -v apt-get >/dev/null || unavailable "${missing[*]} missing; install ${PACKAGES[*]} (Debian's names)"
     say "installing ${PACKAGES[*]}"
     # the packages must not start their system-wide services: Debian's policy-rc.d says no, only while installing
@@ -209,7 +209,7 @@ status() {
 case ${1:-} in
     up) up ;;
     down) down ;;
-    status) status ;;
+    status) status || exit 1 ;;
     env) echo "export SLURM_CONF=$CONF" ;;
     *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

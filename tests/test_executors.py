@@ -103,3 +103,12 @@ def test_slurm_options_the_local_cluster_cannot_honour(tmp_path, monkeypatch):
     for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --array=0-2%2", "#SBATCH --account=energy",
                  "#SBATCH --exclusive"):
         assert line in script
+
+
+def test_the_slurm_executor_on_a_machine_without_slurm_is_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch or srun there
+    out = tmp_path / "tree"
+    assert main(["run", "resnet50", *OPTIONS, "--out", str(out), "--executor", "slurm"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --executor slurm needs Slurm (sbatch, srun) on this machine; run it on a login node"]
+    assert not out.exists()

@@ -25,8 +25,8 @@ from measure.runtree import read_meta
 pytestmark = pytest.mark.slurm
 
 QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds", "0.2", "--period", "0.05"]
-# runs long enough that a task stopped as the first one ends is still measuring
-SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "3", "--iters", "15", "--warmup", "1",
+# runs long enough that a task signalled as the first one ends is still measuring
+SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "4", "--iters", "10", "--warmup", "1",
         "--idle-seconds", "0.2", "--period", "0.05"]
 PER_PROCESS = ("window", "host", "idle_power_w")
 PACKAGE_ROOT = Path(measure.__file__).parent.parent
@@ -126,34 +126,53 @@ def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shar
     subprocess.run(["scancel", f"--signal={signal}", job], env=env, check=True)
     stdout, stderr = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, stderr
-    assert f"task 0/1 (job {job}): 3 complete" in stdout.splitlines()
+    assert f"task 0/1 (job {job}): 4 complete" in stdout.splitlines()
     after = complete_files(out)
     assert {name: after[name] for name in before} == before  # complete runs kept byte for byte
-    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 3
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 4
     log = "".join((out / "submitit" / f"{job}_0_log.{stream}").read_text() for stream in ("out", "err"))
     assert f"Caught signal SIG{signal} on " in log and "this job is timed-out" in log and f"Requeued job {job}" in log
     assert sacct(env, job, "State", "--duplicates") == [["REQUEUED"], ["COMPLETED"]]
 
 
 def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tree(env, tmp_path):
+    """Task 1 is cancelled while it waits for task 0 (one task at a time), so it never writes a result.
+
+    Not before task 0 has started: a task cancelled before any of its array
+    has started leaves no record in sacct, and submitit would wait for it
+    forever.
+    """
     out = tmp_path / "tree"
-    options = [*SLOW, "--out", out, "--executor", "slurm", "--wait"]
+    options = [*QUICK, "--device", "cpu", "--runs", "2", "--out", out, "--executor", "slurm", "--tasks", "2",
+               "--array-parallelism", "1", "--wait"]
     sweep = start_run(env, *options)
-    job = job_once_first_run_is_complete(sweep, out)
-    before = complete_files(out)
-    subprocess.run(["scancel", job], env=env, check=True)
+    deadline = time.monotonic() + 300
+    while len(pickles := sorted((out / "submitit").glob("*_submitted.pkl"))) < 2:
+        assert sweep.poll() is None, f"the sweep ended first: {sweep.communicate()}"
+        assert time.monotonic() < deadline, "the tasks were never submitted"
+        time.sleep(0.2)
+    jobs = [pickle.name.removesuffix("_submitted.pkl") for pickle in pickles]
+    while subprocess.run(["squeue", "--noheader", "--jobs", jobs[0], "--format", "%T"], capture_output=True,
+                         text=True, env=env).stdout.strip() != "RUNNING":
+        assert time.monotonic() < deadline, "task 0 never started"
+        time.sleep(0.2)
+    subprocess.run(["scancel", jobs[1]], env=env, check=True)
     stdout, stderr = sweep.communicate(timeout=900)
     assert sweep.returncode == 1
-    assert re.fullmatch(rf"task 0/1 \(job {job}\) failed: ended without a result, in state CANCELLED by \d+; "
-                        rf"log: {re.escape(str(out / 'submitit' / job))}_0_log.err", stdout.splitlines()[2])
+    assert job_ids(stdout) == jobs
+    tasks = stdout.splitlines()[2:4]
+    assert tasks[0] == f"task 0/2 (job {jobs[0]}): 1 complete"
+    assert re.fullmatch(rf"task 1/2 \(job {jobs[1]}\) failed: ended without a result, in state CANCELLED by \d+; "
+                        rf"log: {re.escape(str(out / 'submitit' / jobs[1]))}_0_log.err", tasks[1])
     assert stderr.splitlines()[-1] == ("error: 1 task(s) left runs not complete; retry them with this command "
                                        "and --resume")
+    before = complete_files(out)
     resumed = measure_run(env, *options, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[2].endswith("): 3 complete")
+    assert [line.split(": ", 1)[1] for line in resumed.stdout.splitlines()[2:4]] == ["1 complete", "1 complete"]
     after = complete_files(out)
-    assert {name: after[name] for name in before} == before
-    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 3
+    assert {name: after[name] for name in before} == before and len(before) == 3  # task 0's run, kept
+    assert {m["status"] for m in metas(out).values()} == {"complete"} and len(metas(out)) == 2
 
 
 def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, tmp_path):
