@@ -35,6 +35,8 @@ def slurm_conf():
     script = Path(__file__).parent.parent / "scripts" / "slurm-local.sh"
     was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
     up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0 and not was_up:  # stop what did start
+        subprocess.run([script, "down"], capture_output=True, timeout=300)
     if up.returncode == 3:
         pytest.skip(f"no local Slurm cluster: {up.stderr.strip()}")
     assert up.returncode == 0, f"scripts/slurm-local.sh up failed:\n{up.stderr}"

@@ -42,9 +42,21 @@ def measure_run(env: dict[str, str], *options: str | Path, cwd: Path | None = No
                           text=True, env=env, cwd=cwd, timeout=900)
 
 
-def start_run(env: dict[str, str], *options: str | Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "measure", "run", *map(str, options)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+@pytest.fixture
+def start_run(env):
+    """``start_run(*options)``: ``python -m measure run`` in the background, killed at the test's end if still there."""
+    started = []
+
+    def start(*options: str | Path) -> subprocess.Popen:
+        started.append(subprocess.Popen([sys.executable, "-m", "measure", "run", *map(str, options)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def job_ids(stdout: str) -> list[str]:
@@ -114,9 +126,9 @@ def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
     assert [(row["model"], row["input_size"], row["n_runs"]) for row in rows] == [("alexnet", "224", "2")]
 
 
-def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shard(env, tmp_path):
+def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shard(env, start_run, tmp_path):
     out = tmp_path / "tree"
-    sweep = start_run(env, *SLOW, "--out", out, "--executor", "slurm", "--timeout-min", "5", "--wait")
+    sweep = start_run(*SLOW, "--out", out, "--executor", "slurm", "--timeout-min", "5", "--wait")
     job = job_once_first_run_is_complete(sweep, out)
     before = complete_files(out)
     script = (out / "submitit" / f"{job}_submission.sh").read_text()
@@ -135,7 +147,7 @@ def test_a_task_signalled_before_its_time_limit_is_requeued_and_resumes_its_shar
     assert sacct(env, job, "State", "--duplicates") == [["REQUEUED"], ["COMPLETED"]]
 
 
-def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tree(env, tmp_path):
+def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tree(env, start_run, tmp_path):
     """Task 1 is cancelled while it waits for task 0 (one task at a time), so it never writes a result.
 
     Not before task 0 has started: a task cancelled before any of its array
@@ -145,7 +157,7 @@ def test_a_cancelled_task_is_reported_with_its_state_and_resume_completes_the_tr
     out = tmp_path / "tree"
     options = [*QUICK, "--device", "cpu", "--runs", "2", "--out", out, "--executor", "slurm", "--tasks", "2",
                "--array-parallelism", "1", "--wait"]
-    sweep = start_run(env, *options)
+    sweep = start_run(*options)
     deadline = time.monotonic() + 300
     while len(pickles := sorted((out / "submitit").glob("*_submitted.pkl"))) < 2:
         assert sweep.poll() is None, f"the sweep ended first: {sweep.communicate()}"
