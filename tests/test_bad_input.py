@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 import warnings
@@ -117,8 +116,6 @@ MEASURE_CASES = [  # (model, options, what the --out path is made, the error's w
     ("resnet50", ["--executor", "local", "--sizes", "8", "16", "--tasks", "2", "--precision", "0.1"], None,
      "it runs as a single task"),
     ("resnet50", ["--executor", "local", "--slurm-extra", "=5"], None, "expected an sbatch option"),
-    pytest.param("resnet50", ["--executor", "slurm"], None, "--executor slurm needs Slurm",
-                 marks=pytest.mark.skipif(shutil.which("srun") is not None, reason="Slurm is here")),
 ]
 
 
