@@ -6,6 +6,8 @@ the ``start`` sample (t = 0) right before the first timed inference and
 a counter over the window is exactly ``counter(end) - counter(start)``.
 Between the two, a ``tick`` sample is taken every ``period_s`` on a fixed grid
 (no drift; grid points missed by a late tick are skipped, not caught up).
+A tick never runs inside another, nor inside an edge's capture: a grid point
+that falls due while one is being taken is skipped, with both sources.
 
 Two tick sources:
 
@@ -15,7 +17,8 @@ Two tick sources:
 - ``"signal"``: an interval timer (``setitimer``, ``SIGALRM``) whose handler
   takes the tick in the thread that started the recorder, between two Python
   bytecodes: no thread to wake, no core taken from a CPU model that keeps
-  every core busy, no GIL handed over.  A tick that falls due during a long C
+  every core busy, no GIL handed over.  The handler can fire again inside
+  itself when a read takes longer than the period; it then returns at once.  A tick that falls due during a long C
   call (one big operator, a CUDA synchronisation) is taken when the call
   returns, so this source suits work on the CPU.  The handler is installed
   with restartable system calls (``SA_RESTART``), so that blocking calls in C
@@ -241,13 +244,21 @@ class Recorder:
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
     def _on_signal(self, signum, frame) -> None:
+        """A signal tick.  Python runs the handler between two bytecodes, so it can run again inside
+        itself (a read slower than the period): a capture never nests in another, or in an edge's."""
         if self._stop.is_set() or self._tick_error is not None:
             return
-        if self._writing:  # a tick due while this thread writes a batch: capture it, write it with the next
-            self._tick(batching=False)
+        if not self._lock.acquire(blocking=False):  # a capture is running in this thread: skip this point
             return
+        writing = self._writing
         cpu = time.thread_time()
-        batch = self._tick()
+        try:
+            # a tick due while this thread writes a batch is only captured, and written with the next batch
+            batch = self._tick(batching=not writing)
+        finally:
+            self._lock.release()
+        if writing:  # the handler writing the batch counts this tick's CPU time
+            return
         if batch:
             self._writing = True
             try:

@@ -153,6 +153,51 @@ def test_ticks_capture_in_the_window_and_decode_after_it_in_capture_order(tmp_pa
     assert [line["dev0.power_w"] for line in lines] == [1.0] * len(lines)
 
 
+@TICKS
+@pytest.mark.parametrize("slow_by", ["spinning", "sleeping"])
+def test_a_read_slower_than_the_period_skips_ticks_and_never_nests(tmp_path, ticks, slow_by):
+    """Every read takes three periods, in Python bytecodes or in a C call (a signal tick can fire inside
+    either): due ticks are skipped, reads never overlap, and the lines stay in time order."""
+    period_s, read_s = 0.004, 0.012
+
+    class Slow(RampCounter):
+        def __init__(self):
+            super().__init__()
+            self.active = 0
+            self.spans: list[tuple[float, float]] = []  # (began, ended) of every read
+
+        def read(self):
+            self.active += 1
+            began = time.perf_counter()
+            try:
+                assert self.active == 1, "a read nested in another"
+                if slow_by == "sleeping":
+                    time.sleep(read_s)
+                while time.perf_counter() - began < read_s:
+                    pass
+                return super().read()
+            finally:
+                self.spans.append((began, time.perf_counter()))
+                self.active -= 1
+
+    sensor = Slow()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=period_s, ticks=ticks)
+    recorder.start()
+    time.sleep(0.25)
+    window = recorder.stop()  # no RecursionError, no read error raised from a tick
+    lines = read_lines(tmp_path / "p.json")
+    marks = [line["mark"] for line in lines]
+    times = [line["t_s"] for line in lines]
+    assert marks[0] == "start" and marks[-1] == "end" and set(marks[1:-1]) == {"tick"}
+    assert all(a < b for a, b in zip(times, times[1:]))  # strictly increasing
+    assert not any(line["gap"] for line in lines) and window.gap_samples == 0
+    spans = sorted(sensor.spans)
+    assert len(spans) == len(lines)
+    assert all(ended <= began for (_, ended), (began, _) in zip(spans, spans[1:]))  # one read at a time, end included
+    # ticks were skipped, not queued: at most one per read duration, far fewer than one per period
+    assert 2 <= len(lines) - 2 <= window.duration_s / read_s + 1 < window.duration_s / period_s / 2
+
+
 def test_signal_ticks_restore_the_previous_handler_and_disarm_the_timer(tmp_path):
     before = signal.getsignal(signal.SIGALRM)
     with Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks="signal"):
