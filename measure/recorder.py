@@ -35,7 +35,7 @@ window, so that memory stays bounded (a crash loses at most the ticks of one
 batch; the ``start`` line is written at once).  The thread writes a batch
 outside its lock, and a signal tick due while a batch is written is only
 captured, so the ``end`` sample never waits for a batch and lines stay in
-capture order.  A sensor's slow housekeeping (its optional ``refresh()``)
+capture order.  A sensor's slow housekeeping (its ``refresh()``)
 runs before the window and, with the thread, before each tick outside the
 lock; with the signal only before the window (a process started during the
 window is counted from the next one).
@@ -117,10 +117,8 @@ class Recorder:
         if ticks not in TICK_SOURCES:
             raise ValueError(f"ticks must be one of {TICK_SOURCES}, got {ticks!r}")
         self.sensors = list(sensors)
-        self._captures = [getattr(sensor, "capture", sensor.read) for sensor in self.sensors]
-        self._tick_captures = [getattr(sensor, "capture_tick", capture) for sensor, capture in zip(self.sensors, self._captures)]
-        self._decoders = [getattr(sensor, "decode", None) for sensor in self.sensors]
-        self._refreshers = [sensor.refresh for sensor in self.sensors if callable(getattr(sensor, "refresh", None))]
+        self._captures = [sensor.capture for sensor in self.sensors]
+        self._tick_captures = [sensor.capture_tick for sensor in self.sensors]
         self._keys: dict[str, str] = {}  # channel -> its pre-serialised ', "<channel>": '
         self.path = Path(path)
         self.period_s = period_s
@@ -291,9 +289,9 @@ class Recorder:
 
     def _refresh(self) -> None:
         """Let sensors do their slow housekeeping now, rather than inside a read."""
-        for refresh in self._refreshers:
+        for sensor in self.sensors:
             try:
-                refresh()
+                sensor.refresh()
             except (SensorError, OSError):
                 pass  # the next read retries it and records the failure as a gap
 
@@ -316,11 +314,11 @@ class Recorder:
         t_s = round(t - self._t0, 6)
         parts = ['{"t_s": ', json_value(t_s), ', "utc": "', utc_text(wall), '", "mark": "', mark, '", "gap": ', '""']
         failed = []
-        for sensor, decode, reading in zip(self.sensors, self._decoders, readings):
+        for sensor, reading in zip(self.sensors, readings):
             values = reading
-            if not isinstance(reading, Exception) and decode is not None:
+            if not isinstance(reading, Exception):
                 try:
-                    values = decode(reading)
+                    values = sensor.decode(reading)
                 except (SensorError, OSError, ValueError) as error:
                     values = error
             if isinstance(values, Exception):

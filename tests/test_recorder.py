@@ -9,13 +9,11 @@ import time
 import pytest
 
 from measure.recorder import Recorder, signal_ticks_refusal
-from measure.sensors.base import Domain, MEASURED, SensorError
+from measure.sensors.base import Domain, MEASURED, Sensor, SensorError
 
 
-class RampCounter:
+class RampCounter(Sensor):
     """A sensor whose energy counter grows at ``power_w`` with real time (like RAPL/NVML)."""
-
-    available = True
 
     def __init__(self, power_w: float = 50.0, fail_after: int | None = None, name: str = "ramp", domain: str = "dev0"):
         self.name = name
@@ -35,9 +33,6 @@ class RampCounter:
             raise SensorError("device lost")
         energy_j = (time.perf_counter() - self.opened) * self.power_w
         return {f"{self.domain}.energy_j": energy_j, f"{self.domain}.power_w": self.power_w}
-
-    def close(self):
-        pass
 
 
 def read_lines(path):

@@ -44,7 +44,7 @@ from typing import Callable
 
 import psutil
 
-from .base import ESTIMATED, Domain, Unavailable
+from .base import ESTIMATED, Domain, Sensor, Unavailable
 
 NAME = "estimate"
 DOMAIN = "cpu_estimated"
@@ -57,11 +57,10 @@ MIN_INTERVAL_S = 0.05
 MODEL = "power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the previous read"
 
 
-class CpuEstimate:
+class CpuEstimate(Sensor):
     """TDP x load model of the CPU's power."""
 
     name = NAME
-    available = True
 
     def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, min_interval_s: float = MIN_INTERVAL_S):
         self.tdp_w = tdp_w

@@ -42,7 +42,7 @@ from typing import Callable
 
 import psutil
 
-from .base import MEASURED, Domain, SensorError, Unavailable
+from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
 
 NAME = "nvml"
 _MIB = 2**20
@@ -54,11 +54,10 @@ FAST_METRICS = ("energy_j", "power_w")  # read at every tick
 SLOW_INTERVAL_S = 0.1  # at ticks, the other metrics are read at most this often
 
 
-class NvmlSensor:
+class NvmlSensor(Sensor):
     """Every NVIDIA GPU NVML sees; opened by ``probe``."""
 
     name = NAME
-    available = True
 
     def __init__(self, nvml, domains: tuple[Domain, ...], readers: list[tuple[str, Callable[[], float | None]]]):
         self._nvml = nvml

@@ -40,7 +40,7 @@ import time
 
 import psutil
 
-from .base import MEASURED, Domain, SensorError, Unavailable
+from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
 
 NAME = "process"
 CHANNELS = ("process.cpu_share", "process.rss_mb", "process.uss_mb")
@@ -50,11 +50,10 @@ _MIB = 2**20
 _PAGE_B = os.sysconf("SC_PAGE_SIZE")
 
 
-class ProcessSensor:
+class ProcessSensor(Sensor):
     """CPU share and memory of this process and its descendants."""
 
     name = NAME
-    available = True
 
     def __init__(self, refresh_s: float = 1.0):
         self._me = psutil.Process()

@@ -18,18 +18,17 @@ import os
 import re
 from typing import Callable
 
-from .base import MEASURED, Domain, SensorError, Unavailable
+from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
 
 NAME = "rapl"
 DEFAULT_ROOT = "/sys/class/powercap"
 _ZONE = re.compile(r"intel-rapl:(\d+)(?::(\d+))?")
 
 
-class RaplSensor:
-    """The package and DRAM counters found by ``probe``."""
+class RaplSensor(Sensor):
+    """The package and DRAM counters found by ``probe``; files are opened per read, nothing to close."""
 
     name = NAME
-    available = True
 
     def __init__(self, domains: tuple[Domain, ...], counters: list[tuple[str, str]], opener: Callable):
         self._counters = counters  # (channel, path of energy_uj)
@@ -45,9 +44,6 @@ class RaplSensor:
             except (OSError, ValueError) as err:
                 raise SensorError(f"{channel}: {err}") from err
         return values
-
-    def close(self) -> None:
-        """Nothing to release: files are opened per read."""
 
 
 def probe(root: str = DEFAULT_ROOT, *, opener: Callable[[str, int], int] = os.open) -> RaplSensor | Unavailable:
