@@ -39,6 +39,11 @@ capture order.  A sensor's slow housekeeping (its ``refresh()``)
 runs before the window and, with the thread, before each tick outside the
 lock; with the signal only before the window (a process started during the
 window is counted from the next one).
+
+A read that fails (``SensorError`` or ``OSError``) costs only what it lost:
+the channels missing from the error's partial values are written null and
+named in the line's ``gap`` field (a domain by its name when it lost every
+channel, else each lost channel), the others are written as read.
 """
 from __future__ import annotations
 
@@ -119,7 +124,10 @@ class Recorder:
         self.sensors = list(sensors)
         self._captures = [sensor.capture for sensor in self.sensors]
         self._tick_captures = [sensor.capture_tick for sensor in self.sensors]
-        self._keys: dict[str, str] = {}  # channel -> its pre-serialised ', "<channel>": '
+        # per sensor: (channel, its pre-serialised ', "<channel>": '), and (domain, its channels)
+        self._keys = [[(channel, f", {json.dumps(channel)}: ") for channel in sensor.channels]
+                      for sensor in self.sensors]
+        self._domains = [[(domain.name, domain.channels) for domain in sensor.domains] for sensor in self.sensors]
         self.path = Path(path)
         self.period_s = period_s
         self.ticks = ticks
@@ -314,7 +322,7 @@ class Recorder:
         t_s = round(t - self._t0, 6)
         parts = ['{"t_s": ', json_value(t_s), ', "utc": "', utc_text(wall), '", "mark": "', mark, '", "gap": ', '""']
         failed = []
-        for sensor, reading in zip(self.sensors, readings):
+        for sensor, reading, keys, domains in zip(self.sensors, readings, self._keys, self._domains):
             values = reading
             if not isinstance(reading, Exception):
                 try:
@@ -322,12 +330,12 @@ class Recorder:
                 except (SensorError, OSError, ValueError) as error:
                     values = error
             if isinstance(values, Exception):
-                failed.append(sensor.name)
                 self.first_error = self.first_error or f"{sensor.name} at t={t_s} s: {values}"
-                values = dict.fromkeys(sensor.channels)
-            for channel, value in values.items():
-                parts.append(self._keys.get(channel) or self._key(channel))
-                parts.append(json_value(value))
+                values = values.values if isinstance(values, SensorError) else {}
+                failed += _failed(values, domains)
+            for channel, key in keys:
+                parts.append(key)
+                parts.append(json_value(values.get(channel)))
         if failed:
             parts[7] = json.dumps(";".join(failed))
             self._gaps += 1
@@ -335,6 +343,12 @@ class Recorder:
         self._samples += 1
         return "".join(parts)
 
-    def _key(self, channel: str) -> str:
-        key = self._keys[channel] = f", {json.dumps(channel)}: "
-        return key
+
+def _failed(values: dict, domains: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """What a failed read lost, for the ``gap`` field: each domain none of whose channels is in ``values``,
+    else each of its channels missing from them."""
+    failed = []
+    for domain, channels in domains:
+        missing = [channel for channel in channels if channel not in values]
+        failed += [domain] if missing and len(missing) == len(channels) else missing
+    return failed

@@ -99,11 +99,39 @@ def test_a_failing_read_is_a_gap_and_the_window_completes(tmp_path, ticks):
     window = recorder.stop()
     lines = read_lines(tmp_path / "p.json")
     gaps = [line for line in lines if line["gap"]]
-    assert gaps and all(line["gap"] == "ramp" for line in gaps)
+    assert gaps and all(line["gap"] == "dev0" for line in gaps)  # the domain that lost every channel
     assert all(line["dev0.energy_j"] is None and line["dev1.energy_j"] > 0 for line in gaps)
     assert window.gap_samples == len(gaps)
     assert window.first_error.startswith("ramp at t=") and "device lost" in window.first_error
     assert lines[-1]["mark"] == "end"
+
+
+@TICKS
+def test_a_partial_read_leaves_only_the_lost_channels_null_and_names_them(tmp_path, ticks):
+    class TwoDevices(RampCounter):
+        """Device dev1 is lost after the start sample, and dev0's power reading fails at every tick."""
+
+        def __init__(self):
+            super().__init__()
+            self.domains = (*self.domains, Domain("dev1", self.name, MEASURED, ("dev1.energy_j", "dev1.power_w")))
+            self.channels = tuple(c for d in self.domains for c in d.channels)
+
+        def read(self):
+            values = {**super().read(), "dev1.energy_j": 2.0, "dev1.power_w": 20.0}
+            if self.reads == 1:
+                return values
+            raise SensorError("dev1 lost", {"dev0.energy_j": values["dev0.energy_j"]})
+
+    recorder = Recorder([TwoDevices()], tmp_path / "p.json", period_s=0.005, ticks=ticks)
+    recorder.start()
+    time.sleep(0.03)
+    window = recorder.stop()
+    start, *rest = read_lines(tmp_path / "p.json")
+    assert start["gap"] == "" and start["dev1.power_w"] == 20.0
+    assert rest and all(line["gap"] == "dev0.power_w;dev1" for line in rest)
+    assert all(line["dev0.energy_j"] > 0 and line["dev0.power_w"] is None and line["dev1.energy_j"] is None
+               for line in rest)
+    assert window.gap_samples == len(rest) and window.first_error.endswith("dev1 lost")
 
 
 @TICKS

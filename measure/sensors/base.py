@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping
 
 MEASURED = "measured"
@@ -21,7 +22,16 @@ ESTIMATED = "estimated"
 
 
 class SensorError(RuntimeError):
-    """A read failed mid-run (GPU lost, RAPL read error): recorded as a gap."""
+    """A read failed mid-run (GPU lost, RAPL read error): recorded as a gap.
+
+    ``values`` holds the channels that were read nonetheless, ``{channel:
+    value}`` (a partial reading: one device lost among several); every channel
+    of the sensor missing from it failed.  Empty: the whole reading failed.
+    """
+
+    def __init__(self, message: str, values: Mapping[str, float | None] | None = None):
+        super().__init__(message)
+        self.values = dict(values or {})
 
 
 @dataclass(frozen=True)
@@ -81,14 +91,20 @@ class Sensor(ABC):
     Values are floats in the unit the metric's name ends with (``_j``, ``_w``,
     ``_mib``, ``_s``, ``_pct``, ``_mhz``, ``_c``), or ``None`` where the
     hardware answered that it does not know.  A failed read raises
-    ``SensorError`` (or ``OSError``), which the recorder records as a gap; any
-    other exception is a bug, which stops the ticks and is raised by the
-    recorder's ``stop()``.
+    ``SensorError`` (or ``OSError``), which the recorder records as a gap:
+    only the channels missing from the error's ``values`` are null.  Any other
+    exception is a bug, which stops the ticks and is raised by the recorder's
+    ``stop()``.
+
+    ``unavailable`` maps the parts of the sensor that could not be opened
+    (``"<sensor>:<domain>"``, e.g. ``"nvml:gpu1"``) to the reason; the parts
+    that opened are sampled.
     """
 
     name: str
     domains: tuple[Domain, ...]
     channels: tuple[str, ...]
+    unavailable: Mapping[str, str] = MappingProxyType({})
     available = True  # an opened sensor; ``Unavailable`` says False
 
     @abstractmethod
