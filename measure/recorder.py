@@ -35,10 +35,10 @@ window, so that memory stays bounded (a crash loses at most the ticks of one
 batch; the ``start`` line is written at once).  The thread writes a batch
 outside its lock, and a signal tick due while a batch is written is only
 captured, so the ``end`` sample never waits for a batch and lines stay in
-capture order.  A sensor's slow housekeeping (its ``refresh()``)
-runs before the window and, with the thread, before each tick outside the
-lock; with the signal only before the window (a process started during the
-window is counted from the next one).
+capture order.  A sensor's slow housekeeping runs outside the lock: its
+``before_window()`` right before the ``start`` sample and, with the thread,
+its ``refresh()`` before each tick; with the signal there is none inside the
+window (a process started during the window is counted from the next one).
 
 A read that fails (``SensorError`` or ``OSError``) costs only what it lost:
 the channels missing from the error's partial values are written null and
@@ -171,7 +171,7 @@ class Recorder:
         refusal = signal_ticks_refusal() if self.ticks == "signal" else None
         if refusal:
             self._ticks_used = f"thread (signal refused: {refusal})"
-        self._refresh()
+        self._prepare(window_start=True)
         with self._lock:
             self._t0 = time.perf_counter()
             start = self._capture("start", self._t0, self._captures)
@@ -235,7 +235,7 @@ class Recorder:
     def _run(self) -> None:
         tick = 1
         while not self._stop.wait(max(0.0, self._t0 + tick * self.period_s - time.perf_counter())):
-            self._refresh()
+            self._prepare(window_start=False)
             cpu = time.thread_time()
             with self._lock:
                 if self._stop.is_set():
@@ -295,11 +295,15 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - raised by stop()
             self._tick_error = error
 
-    def _refresh(self) -> None:
-        """Let sensors do their slow housekeeping now, rather than inside a read."""
+    def _prepare(self, window_start: bool) -> None:
+        """Let every sensor do its slow housekeeping now, outside the lock, rather than inside a read:
+        ``before_window()`` right before the window, else ``refresh()``."""
         for sensor in self.sensors:
             try:
-                sensor.refresh()
+                if window_start:
+                    sensor.before_window()
+                else:
+                    sensor.refresh()
             except (SensorError, OSError):
                 pass  # the next read retries it and records the failure as a gap
 

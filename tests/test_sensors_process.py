@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import time
 import psutil
 import pytest
 
+from measure.recorder import Recorder
 from measure.sensors import process
 from measure.sensors.base import MEASURED
 
@@ -35,28 +37,49 @@ def test_memory_in_sane_ranges():
     assert 1 < values["process.uss_mb"] <= values["process.rss_mb"]
 
 
-def test_cpu_share_rises_while_busy_and_falls_while_sleeping():
+def _bracketed(take):
+    """``take()``, with the monotonic clock and this process's CPU time just before and just after it."""
+    before = time.monotonic(), time.process_time()
+    result = take()
+    return result, before, (time.monotonic(), time.process_time())
+
+
+def _share_bounds(first, second):
+    """The least and most CPU share this process can have had between two bracketed readings."""
+    (_, (w0, c0), (w1, c1)), (_, (w2, c2), (w3, c3)) = first, second
+    return (c2 - c1) / (w3 - w0), (c3 - c0) / (w2 - w1)
+
+
+def _spin_cpu(seconds):
+    """Keep a core busy until this process has run ``seconds`` of CPU time, however loaded the machine."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_share_is_this_process_cpu_time_per_second_busy_or_sleeping():
     sensor = process.probe()
-    sensor.read()
+    start = _bracketed(sensor.read)
     time.sleep(0.3)
-    idle = sensor.read()["process.cpu_share"]
-    _busy(0.3)
-    busy = sensor.read()["process.cpu_share"]
-    assert 0 <= idle < 0.2
-    assert 0.5 < busy < 1.3  # other work may share the cores
+    slept = _bracketed(sensor.read)
+    _spin_cpu(0.2)
+    spun = _bracketed(sensor.read)
+    for (values, _, _), (low, high) in ((slept, _share_bounds(start, slept)), (spun, _share_bounds(slept, spun))):
+        assert low <= values["process.cpu_share"] <= high
+    assert slept[0]["process.cpu_share"] < 0.2 < spun[0]["process.cpu_share"]
 
 
 def test_captures_decoded_after_the_fact_measure_the_busy_stretch():
     sensor = process.probe()
-    sensor.read()
+    start = _bracketed(sensor.capture)
     time.sleep(0.3)
-    after_sleep = sensor.capture()
-    _busy(0.3)
-    after_busy = sensor.capture()
-    idle, busy = sensor.decode(after_sleep), sensor.decode(after_busy)  # decoded later, in capture order
-    assert 0 <= idle["process.cpu_share"] < 0.2
-    assert 0.5 < busy["process.cpu_share"] < 1.3
-    assert busy["process.rss_mb"] > 10
+    slept = _bracketed(sensor.capture)
+    _spin_cpu(0.2)
+    spun = _bracketed(sensor.capture)
+    values = [sensor.decode(raw) for raw, _, _ in (start, slept, spun)]  # decoded later, in capture order
+    assert _share_bounds(start, slept)[0] <= values[1]["process.cpu_share"] <= _share_bounds(start, slept)[1]
+    assert _share_bounds(slept, spun)[0] <= values[2]["process.cpu_share"] <= _share_bounds(slept, spun)[1]
+    assert values[2]["process.rss_mb"] > 10
 
 
 def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every_time():
@@ -72,37 +95,118 @@ def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every
     assert all(sensor.decode(raw)["process.rss_mb"] > 10 for raw in (edge, tick, later_tick))
 
 
-def test_cpu_share_integrates_to_the_cpu_time_of_running_and_exited_children():
-    spin = "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass"
-    before = os.times()
-    sensor = process.probe(refresh_s=0)
-    sensor.read()
-    last = time.monotonic()
-    cpu_s = 0.0
+# The tree's CPU time over a recorder's window, with real child processes: the window's CPU time of the
+# tree is compared with what the test reads of the child and of itself around the window, never with the
+# machine's speed or load.
 
-    def read_and_integrate():
-        nonlocal last, cpu_s
-        share = sensor.read()["process.cpu_share"]
-        now = time.monotonic()
-        cpu_s += share * (now - last)
-        last = now
-        return share
+SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
+TOLERANCE_S = 0.03  # clock ticks (10 ms) of the readings compared
 
-    child = subprocess.Popen([sys.executable, "-c", spin])
-    time.sleep(0.3)
-    read_and_integrate()  # lists the running child
-    time.sleep(0.3)
-    running = read_and_integrate()
-    child.wait()  # reaped: its time moves into our children_* times
-    time.sleep(0.3)
-    read_and_integrate()
 
-    after = os.times()
-    child_cpu_s = after.children_user + after.children_system - before.children_user - before.children_system
-    assert child_cpu_s > 0.3
-    assert running > 0.3  # one busy child, on a machine that may have as few as 2 cores
-    own_cpu_s = after.user + after.system - before.user - before.system
-    assert child_cpu_s - 0.01 <= cpu_s <= child_cpu_s + own_cpu_s + 0.05
+def _spinning_child(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)])
+
+
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _until(condition, timeout_s=60.0):
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "the machine is too loaded to run this test"
+        time.sleep(0.01)
+
+
+def _window_cpu_s(path) -> float:
+    """The tree's CPU seconds between the window's edges: its CPU share integrated over the lines."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["mark"] == "start" and lines[-1]["mark"] == "end" and not any(line["gap"] for line in lines)
+    return sum(b["process.cpu_share"] * (b["t_s"] - a["t_s"]) for a, b in zip(lines, lines[1:]))
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+@TICKS
+def test_a_child_started_right_before_the_window_is_counted_from_the_window_start(tmp_path, ticks):
+    sensor = process.probe()
+    child = _spinning_child(60)
+    try:
+        child_before, own_before = _cpu_s(child.pid), _own_cpu_s()
+        recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.02, ticks=ticks)
+        recorder.start()
+        time.sleep(1.0)
+        window = recorder.stop()
+        child_window_s, own_window_s = _cpu_s(child.pid) - child_before, _own_cpu_s() - own_before
+    finally:
+        child.kill()
+        child.wait()
+        sensor.close()
+    counted_s = _window_cpu_s(tmp_path / "p.json")
+    assert counted_s <= child_window_s + own_window_s + TOLERANCE_S
+    assert counted_s <= window.duration_s * psutil.cpu_count()
+    assert counted_s >= child_window_s / 2  # the test's reads of the child lie just outside the window
+
+
+@TICKS
+def test_what_a_child_ran_before_the_window_is_not_counted(tmp_path, ticks):
+    sensor = process.probe(refresh_s=0.5)  # listed at open, before the child starts; thread ticks list again
+    child = _spinning_child(60)
+    try:
+        _until(lambda: _cpu_s(child.pid) >= 0.2)  # the child ran 0.2 s of CPU before the window
+        child_before, own_before = _cpu_s(child.pid), _own_cpu_s()
+        recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.02, ticks=ticks)
+        recorder.start()
+        time.sleep(1.0)  # a listing falls due inside the window
+        recorder.stop()
+        child_window_s, own_window_s = _cpu_s(child.pid) - child_before, _own_cpu_s() - own_before
+    finally:
+        child.kill()
+        child.wait()
+        sensor.close()
+    counted_s = _window_cpu_s(tmp_path / "p.json")
+    assert child_window_s / 2 <= counted_s <= child_window_s + own_window_s + TOLERANCE_S
+
+
+@TICKS
+def test_a_child_reaped_inside_the_window_counts_once_from_the_window_start(tmp_path, ticks):
+    sensor = process.probe()
+    child = _spinning_child(0.6)
+    _until(lambda: _cpu_s(child.pid) >= 0.1)  # what it runs before the window is not counted
+    reaped_before, child_before, own_before = os.times(), _cpu_s(child.pid), _own_cpu_s()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.02, ticks=ticks)
+    recorder.start()
+    child.wait()  # it exits and is reaped inside the window: its time moves to this process's children_*
+    time.sleep(0.1)
+    recorder.stop()
+    reaped_after, own_window_s = os.times(), _own_cpu_s() - own_before
+    sensor.close()
+    child_s = reaped_after.children_user + reaped_after.children_system \
+        - reaped_before.children_user - reaped_before.children_system
+    counted_s = _window_cpu_s(tmp_path / "p.json")
+    assert child_s - child_before - TOLERANCE_S <= counted_s <= child_s - child_before + own_window_s + TOLERANCE_S
+
+
+@TICKS
+def test_a_child_that_exited_before_the_window_and_is_reaped_in_it_adds_nothing(tmp_path, ticks):
+    sensor = process.probe()
+    child = _spinning_child(0.2)
+    _until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)  # exited, not yet reaped
+    own_before = _own_cpu_s()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.02, ticks=ticks)
+    recorder.start()
+    child.wait()
+    time.sleep(0.1)
+    recorder.stop()
+    own_window_s = _own_cpu_s() - own_before
+    sensor.close()
+    assert child.returncode == 0
+    assert _window_cpu_s(tmp_path / "p.json") <= own_window_s + TOLERANCE_S
 
 
 def test_vanished_child_is_not_an_error():

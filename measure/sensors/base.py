@@ -143,5 +143,17 @@ class Sensor(ABC):
         read retries.
         """
 
+    def before_window(self) -> None:
+        """Bring up to date, right before a window's ``start`` sample, whatever the window's readings
+        depend on, even if not yet due; by default ``refresh()``.
+
+        The process sensor lists this process's descendants here, so that each
+        one running when the window starts is read at its ``start`` sample and
+        counted from there.  The recorder calls it outside its lock; raises
+        ``SensorError`` (or ``OSError``) on failure, after which the recorder
+        carries on.
+        """
+        self.refresh()
+
     def close(self) -> None:
         """Release what the sensor holds (library handles, open files); by default nothing.  Idempotent."""
