@@ -4,7 +4,7 @@ from collections import namedtuple
 import pytest
 from fakes import FakeGPU
 
-from measure.sensors import Sensor, estimate, open_sensors
+from measure.sensors import Sensor, estimate, open_sensors, procstat
 from measure.sensors.base import ESTIMATED
 
 # psutil.cpu_times() on Linux (guest time is already counted in user time)
@@ -117,7 +117,7 @@ def test_real_cpu_times_give_a_load_in_range():
 def test_proc_stat_times_are_psutils_record_from_raw_bytes():
     import psutil
 
-    times = estimate.ProcStatTimes()
+    times = procstat.ProcStatTimes()
     try:
         raw = times.raw()
         reference = psutil.cpu_times()

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import subprocess
@@ -8,8 +9,8 @@ import psutil
 import pytest
 
 from measure.recorder import Recorder
-from measure.sensors import process
-from measure.sensors.base import MEASURED
+from measure.sensors import process, procstat
+from measure.sensors.base import MEASURED, SensorError
 
 
 def _busy(seconds):
@@ -18,13 +19,109 @@ def _busy(seconds):
         pass
 
 
-def test_channels_and_domain():
+def test_channels_and_domains():
     sensor = process.probe()
     assert sensor.available and sensor.name == "process"
-    assert sensor.channels == ("process.cpu_share", "process.rss_mb", "process.uss_mb")
-    (domain,) = sensor.domains
-    assert domain.name == "process" and domain.source == MEASURED
-    assert domain.details == {"refresh_s": 1.0}
+    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb",
+                               "host.busy_cpu_s")
+    tree, host = sensor.domains
+    assert tree.name == "process" and tree.source == MEASURED
+    assert tree.details == {"refresh_s": 1.0}
+    assert host.name == "host" and host.source == MEASURED and host.channels == ("host.busy_cpu_s",)
+    assert host.details == {"logical_cpus": psutil.cpu_count(), "min_interval_s": 0.05}
+    assert sensor.unavailable == {}
+
+
+class FailingProcStat:
+    """``procstat.ProcStatTimes`` whose reads fail with EIO after ``reads`` of them (never, by default)."""
+
+    def __init__(self, reads: int = -1):
+        self.real, self.reads = procstat.ProcStatTimes(), reads
+
+    def __call__(self):
+        return self.parse(self.raw())
+
+    def raw(self):
+        if self.reads == 0:
+            raise OSError(errno.EIO, "Input/output error")
+        self.reads -= 1
+        return self.real.raw()
+
+    def parse(self, raw):
+        return self.real.parse(raw)
+
+    def close(self):
+        self.real.close()
+
+
+def test_without_proc_stat_at_open_the_host_domain_is_left_out_and_reported():
+    sensor = process.probe(proc_stat=lambda: FailingProcStat(reads=0))
+    assert [d.name for d in sensor.domains] == ["process"]
+    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb")
+    assert sensor.unavailable == {"process:host": "cannot read /proc/stat: [Errno 5] Input/output error"}
+    assert sensor.read()["process.rss_mb"] > 10
+
+
+def test_proc_stat_failing_mid_run_nulls_only_the_host_channel():
+    sensor = process.probe(proc_stat=lambda: FailingProcStat(reads=2))  # the probe's check and the open's
+    with pytest.raises(SensorError, match="/proc/stat: .*Input/output error") as caught:
+        sensor.read()
+    assert set(caught.value.values) == set(process.CHANNELS)
+
+
+def test_host_busy_cpu_s_is_the_machine_busy_time_and_grows_at_least_by_this_process_cpu_time():
+    sensor = process.probe()
+    before = procstat.busy_total(psutil.cpu_times())[0]
+    first, own_before = sensor.read()["host.busy_cpu_s"], time.process_time()
+    after = procstat.busy_total(psutil.cpu_times())[0]
+    assert before - 0.01 <= first <= after + 0.01
+    _spin_cpu(0.2)
+    own_s = time.process_time() - own_before
+    second = sensor.read()["host.busy_cpu_s"]
+    assert second - first >= own_s - TOLERANCE_S  # the machine's busy time holds this process's
+
+
+def test_ticks_read_proc_stat_at_most_every_min_interval_and_the_edges_always():
+    sensor = process.probe()
+    edge = sensor.capture()
+    tick = sensor.capture_tick()
+    assert tick[6] is edge[6]  # the bytes read at the edge, repeated
+    assert sensor.capture()[6] is not edge[6]  # an edge reads again at once
+    time.sleep(procstat.MIN_INTERVAL_S + 0.01)
+    assert sensor.capture_tick()[6] is not edge[6]
+
+
+def test_cpu_s_is_cumulative_and_its_growth_over_time_is_the_share():
+    sensor = process.probe()
+    first = _bracketed(sensor.read)
+    _spin_cpu(0.2)
+    second = _bracketed(sensor.read)
+    grown_s = second[0]["process.cpu_s"] - first[0]["process.cpu_s"]
+    (_, (w0, c0), (w1, c1)), (_, (w2, c2), (w3, c3)) = first, second
+    assert c2 - c1 <= grown_s <= c3 - c0  # this process's own CPU time, to the nanosecond
+    assert second[0]["process.cpu_share"] * (w2 - w1) <= grown_s <= second[0]["process.cpu_share"] * (w3 - w0)
+    assert first[0]["process.cpu_s"] >= c0  # this process's own time counts since it began
+
+
+def test_a_descendant_found_gone_before_its_reap_shows_counts_once_when_it_does():
+    """Readings as the kernel can hand them out: the child is read, then found gone while its parent's
+    reaped time (read first, in the same capture) does not hold it yet; the next capture shows the reap."""
+    sensor = process.probe()
+    now, own_s, own_reaped_s, statm, _, uss, stat = sensor.capture()
+    child = psutil.Process()  # any process stands for the child: only its identity is used
+
+    def reading(t, reaped_s, child_counters):
+        return now + t, own_s, own_reaped_s + reaped_s, statm, [(child, child_counters)], uss, stat
+
+    counted = [sensor.decode(raw)["process.cpu_s"] for raw in (
+        reading(0.0, 0.0, (5.0, 1.0, 0)),  # first reading: 6 s run before, not counted
+        reading(1.0, 0.0, (5.5, 1.0, 0)),  # ran 0.5 s
+        reading(2.0, 0.0, None),  # gone: exited and reaped, its time not yet seen in its parent's
+        reading(3.0, 6.8, None),  # the reap shows: 6.8 s, of which 6.5 already read
+        reading(4.0, 7.0, None),  # another child, never listed, reaped: 0.2 s
+    )]
+    steps = [b - a for a, b in zip(counted, counted[1:])]
+    assert steps == pytest.approx([0.5, 0.0, 0.3, 0.2])
 
 
 def test_memory_in_sane_ranges():
@@ -121,10 +218,15 @@ def _until(condition, timeout_s=60.0):
 
 
 def _window_cpu_s(path) -> float:
-    """The tree's CPU seconds between the window's edges: its CPU share integrated over the lines."""
+    """The tree's CPU seconds between the window's edges, from its cumulative counter; checks that its CPU
+    share integrates to the same."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["mark"] == "start" and lines[-1]["mark"] == "end" and not any(line["gap"] for line in lines)
-    return sum(b["process.cpu_share"] * (b["t_s"] - a["t_s"]) for a, b in zip(lines, lines[1:]))
+    cpu_s = [line["process.cpu_s"] for line in lines]
+    assert cpu_s == sorted(cpu_s)
+    integrated_s = sum(b["process.cpu_share"] * (b["t_s"] - a["t_s"]) for a, b in zip(lines, lines[1:]))
+    assert integrated_s == pytest.approx(cpu_s[-1] - cpu_s[0], abs=0.01)
+    return cpu_s[-1] - cpu_s[0]
 
 
 def _own_cpu_s() -> float:

@@ -1,19 +1,34 @@
-"""This process tree's CPU share and memory, through psutil.
+"""This process tree's CPU time and memory, through psutil, and the machine's busy CPU time.
 
 Domain ``process``, channels:
 
-- ``cpu_share``: CPU seconds (user + system) of this process and its
-  descendants (see "Whose CPU time" below) per wall second (monotonic clock)
-  since the previous read, or since the sensor opened for the first read;
-  0..logical CPUs.  This process's own time comes from ``time.process_time``
+- ``cpu_s``: cumulative CPU seconds (user + system) of this process and its
+  descendants (see "Whose CPU time" below): this process's own since it
+  started, each descendant's from its first reading.  Only differences mean
+  something, such as ``cpu_s(end) - cpu_s(start)``, the tree's CPU time over
+  a window.  This process's own time comes from ``time.process_time``
   (nanosecond resolution), descendants' from psutil (clock-tick resolution,
   10 ms).
+- ``cpu_share``: the growth of ``cpu_s`` per wall second (monotonic clock)
+  since the previous read, or since the sensor opened for the first read;
+  0..logical CPUs.
 - ``rss_mb``: resident memory of the tree, MiB (this process's read from
   ``/proc/<pid>/statm`` through a descriptor kept open: psutil's
   ``memory_info().rss`` without reopening the file at every read); ``None``
   where a descendant's is unreadable.
 - ``uss_mb``: unique memory of the tree (``memory_full_info().uss``), MiB;
   ``None`` where a process's is unreadable.
+
+Domain ``host``, channel ``busy_cpu_s``: cumulative busy CPU seconds of the
+whole machine, summed over its CPUs, from ``/proc/stat`` with psutil's
+conventions (``procstat.busy_total``), clock-tick resolution.  Set against
+``process.cpu_s`` over a window, it shows how much of the machine other
+processes kept busy.  The domain's details give ``logical_cpus`` and
+``min_interval_s``: ticks read ``/proc/stat`` at most this often
+(``procstat.MIN_INTERVAL_S``, 50 ms) and repeat the last value in between;
+the window's edges always read it.  Where ``/proc/stat`` cannot be read when
+the sensor opens, the domain is left out and reported in ``unavailable``
+(``process:host``).
 
 Whose CPU time.  The tree's CPU time is accumulated reading by reading, in
 capture order: this process's own time and the time of its children it has
@@ -54,25 +69,30 @@ both; ``read()`` calls it.  ``capture()`` takes the raw counters and
 ``decode()`` turns them into the channels (``sensors.base``); the recorder's
 ticks use ``capture_tick()``, which reads this process's RSS
 (``/proc/<pid>/statm``, ~10 µs while a model runs) at most every
-``MEMORY_INTERVAL_S`` (50 ms) and repeats it in between.
+``MEMORY_INTERVAL_S`` (50 ms) and repeats it in between, and ``/proc/stat``
+at most every ``procstat.MIN_INTERVAL_S``.
 
 A failure costs only what it touches: a descendant whose CPU times cannot be
 read (other than because it exited) voids the CPU and RSS channels of that
-reading, and an unreadable ``statm`` the RSS; ``decode`` then raises
-``SensorError`` carrying the channels it could compute.
+reading, an unreadable ``statm`` the RSS, an unreadable ``/proc/stat`` the
+host's busy time; ``decode`` then raises ``SensorError`` carrying the
+channels it could compute.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
+from typing import Callable
 
 import psutil
 
 from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
+from .procstat import MIN_INTERVAL_S, ProcStatTimes, busy_total
 
 NAME = "process"
-CHANNELS = ("process.cpu_share", "process.rss_mb", "process.uss_mb")
+CHANNELS = ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb")
+HOST_CHANNELS = ("host.busy_cpu_s",)
 MAX_USS_DUTY = 0.001  # at most 0.1 % of the time spent reading USS
 MEMORY_INTERVAL_S = 0.05  # the recorder's ticks read this process's RSS at most this often
 _MIB = 2**20
@@ -80,11 +100,13 @@ _PAGE_B = os.sysconf("SC_PAGE_SIZE")
 
 
 class ProcessSensor(Sensor):
-    """CPU share and memory of this process and its descendants."""
+    """CPU time and memory of this process and its descendants, and the machine's busy CPU time."""
 
     name = NAME
 
-    def __init__(self, refresh_s: float = 1.0):
+    def __init__(self, refresh_s: float = 1.0, proc_stat: ProcStatTimes | None = None,
+                 host_unavailable: str | None = None):
+        """``proc_stat`` reads the machine's CPU times, ``None`` with ``host_unavailable`` saying why not."""
         self._me = psutil.Process()
         self._statm = open(f"/proc/{self._me.pid}/statm", "rb", buffering=0)
         self._tasks = f"/proc/{self._me.pid}/task"
@@ -95,10 +117,19 @@ class ProcessSensor(Sensor):
         self._descendants: list[psutil.Process] = []  # read at every capture, parents before their children
         self._gone: set[psutil.Process] = set()  # descendants a capture found gone
         self._uss_mib: float | None = None
-        self.domains = (Domain(NAME, NAME, MEASURED, CHANNELS, details={"refresh_s": refresh_s}),)
-        self.channels = CHANNELS
+        self._proc_stat = proc_stat
+        domains = [Domain(NAME, NAME, MEASURED, CHANNELS, details={"refresh_s": refresh_s})]
+        if proc_stat is not None:
+            domains.append(Domain("host", NAME, MEASURED, HOST_CHANNELS, details={
+                "logical_cpus": psutil.cpu_count(logical=True), "min_interval_s": MIN_INTERVAL_S}))
+        else:
+            self.unavailable = {f"{NAME}:host": host_unavailable}
+        self.domains = tuple(domains)
+        self.channels = tuple(channel for domain in domains for channel in domain.channels)
         self._statm_raw: bytes | OSError = b""
         self._statm_at = -math.inf
+        self._stat_raw: bytes | OSError | None = None
+        self._stat_at = -math.inf
         # the decoder's state: the tree's CPU seconds so far, and what they were accumulated from
         self._cpu_s = 0.0
         self._own: tuple[float, float] | None = None  # this process's own and reaped CPU seconds, last decoded
@@ -123,25 +154,31 @@ class ProcessSensor(Sensor):
         """The clock, this process's CPU and memory counters, the listed descendants' and the last USS."""
         now = time.monotonic()
         self._statm_raw, self._statm_at = self._read_statm(), now
+        self._stat_raw, self._stat_at = self._read_stat(), now
         return self._counters(now)
 
     def capture_tick(self) -> tuple:
         """As ``capture``, but this process's memory counters read at most every ``MEMORY_INTERVAL_S``
-        (the previous ones in between): the CPU clocks move with every kernel, memory with allocations."""
+        and the machine's CPU times at most every ``MIN_INTERVAL_S`` (the previous ones in between): the
+        CPU clocks move with every kernel, memory with allocations, ``/proc/stat`` in 10 ms ticks."""
         now = time.monotonic()
         if now - self._statm_at >= MEMORY_INTERVAL_S:
             self._statm_raw, self._statm_at = self._read_statm(), now
+        if now - self._stat_at >= MIN_INTERVAL_S:
+            self._stat_raw, self._stat_at = self._read_stat(), now
         return self._counters(now)
 
     def decode(self, raw: tuple) -> dict[str, float | None]:
-        """CPU share since the previous decoded reading, and memory; ``SensorError`` with the channels it
-        could compute when part of the reading failed."""
-        _, _, _, statm, descendants, uss_mib = raw
+        """The tree's CPU time so far and its share since the previous decoded reading, memory, the
+        machine's busy CPU time; ``SensorError`` with the channels it could compute when part of the
+        reading failed."""
+        _, _, _, statm, descendants, uss_mib, stat = raw
         errors = [f"process {p.pid}: {r}" for p, r in descendants if isinstance(r, Exception)]
         now, cpu_s = self._accumulate(raw)
         values: dict[str, float | None] = {"process.uss_mb": uss_mib}
         if not errors:
             elapsed_s = now - self._last_t
+            values["process.cpu_s"] = cpu_s
             values["process.cpu_share"] = (cpu_s - self._last_cpu_s) / elapsed_s if elapsed_s > 0 else None
             self._last_cpu_s, self._last_t = cpu_s, now
         if isinstance(statm, OSError):
@@ -149,12 +186,22 @@ class ProcessSensor(Sensor):
         elif not errors:
             rss = [r[2] for _, r in descendants if r is not None]
             values["process.rss_mb"] = None if None in rss else (int(statm.split()[1]) * _PAGE_B + sum(rss)) / _MIB
+        if isinstance(stat, OSError):
+            errors.append(f"/proc/stat: {stat}")
+        elif self._proc_stat is not None:
+            try:
+                values["host.busy_cpu_s"] = busy_total(self._proc_stat.parse(stat))[0]
+            except ValueError as err:
+                errors.append(f"/proc/stat: {err}")
         if errors:
             raise SensorError(f"process: {'; '.join(errors)}", values)
         return values
 
     def close(self) -> None:
         self._statm.close()
+        if self._proc_stat is not None:
+            self._proc_stat.close()
+            self._proc_stat = None
 
     def _read_statm(self) -> bytes | OSError:
         try:
@@ -162,11 +209,20 @@ class ProcessSensor(Sensor):
         except OSError as err:
             return err
 
+    def _read_stat(self) -> bytes | OSError | None:
+        if self._proc_stat is None:
+            return None
+        try:
+            return self._proc_stat.raw()
+        except OSError as err:
+            return err
+
     def _counters(self, now: float) -> tuple:
         """The raw reading: this process's counters first, then its descendants', parents before children."""
         times = os.times()
         return (now, time.process_time(), times.children_user + times.children_system, self._statm_raw,
-                [(child, self._descendant_counters(child)) for child in self._descendants], self._uss_mib)
+                [(child, self._descendant_counters(child)) for child in self._descendants], self._uss_mib,
+                self._stat_raw)
 
     def _descendant_counters(self, child: psutil.Process) -> tuple | Exception | None:
         """A descendant's own and reaped CPU seconds and RSS bytes (``None`` where unreadable); ``None`` once
@@ -189,7 +245,7 @@ class ProcessSensor(Sensor):
     def _accumulate(self, raw: tuple) -> tuple[float, float]:
         """Add what the tree ran since the previous decoded reading (see the module's docstring); the
         reading's clock and the tree's CPU seconds so far."""
-        now, own_s, own_reaped_s, _, descendants, _ = raw
+        now, own_s, own_reaped_s, _, descendants, _, _ = raw
         if self._own is None:  # the sensor's first reading: this process's own and reaped time so far
             ran_s, reaped_s = own_s + own_reaped_s, 0.0
         else:
@@ -258,9 +314,21 @@ class ProcessSensor(Sensor):
         return uss_b / _MIB
 
 
-def probe(*, refresh_s: float = 1.0) -> ProcessSensor | Unavailable:
-    """Open the process-tree sensor (psutil works wherever it imports)."""
+def probe(*, refresh_s: float = 1.0, proc_stat: Callable[[], ProcStatTimes] = ProcStatTimes
+          ) -> ProcessSensor | Unavailable:
+    """Open the process-tree sensor (psutil works wherever it imports); without the ``host`` domain
+    where ``proc_stat()`` (``ProcStatTimes``, or a stand-in in tests) cannot open or read ``/proc/stat``."""
+    reader, host_unavailable = None, None
     try:
-        return ProcessSensor(refresh_s)
+        reader = proc_stat()
+        busy_total(reader())
+    except (OSError, ValueError) as err:
+        if reader is not None:
+            reader.close()
+        reader, host_unavailable = None, f"cannot read /proc/stat: {err}"
+    try:
+        return ProcessSensor(refresh_s, reader, host_unavailable)
     except (psutil.Error, OSError) as err:
+        if reader is not None:
+            reader.close()
         return Unavailable(NAME, f"psutil cannot read this process: {err}")
