@@ -521,21 +521,27 @@ def _drop_impossible(frame: pd.DataFrame, code: np.ndarray, paths: list[Path]) -
 def _window_stats(inside: pd.DataFrame, wcode: np.ndarray, ids: np.ndarray, info: pd.DataFrame) -> pd.DataFrame:
     """Utilisation and memory over the window: the run's GPU (``stats_gpu``) and its process tree."""
     gpu = info.loc[ids, "stats_gpu"].to_numpy()[wcode]
-    wanted = {"sm_util_mean_pct": ("sm_util_pct", "mean"), "gpu_mem_peak_mb": ("mem_used_mb", "max"),
-              "gpu_proc_mem_peak_mb": ("proc_mem_mb", "max")}
+    wanted = {"sm_util_mean_pct": ("sm_util_pct", "mean"), "gpu_mem_peak_mb": ("mem_used_mib", "max"),
+              "gpu_proc_mem_peak_mb": ("proc_mem_mib", "max")}
     out = pd.DataFrame(index=pd.RangeIndex(len(ids)), columns=STAT_COLUMNS, dtype=float)
     for column, (metric, how) in wanted.items():
         values = np.full(len(inside), np.nan)
         for domain in pd.unique(info.loc[ids, "stats_gpu"].dropna()):
-            if f"{domain}.{metric}" in inside:
+            channel = _mib_channel(inside, f"{domain}.{metric}")
+            if channel in inside:
                 pick = gpu == domain
-                values[pick] = inside[f"{domain}.{metric}"].to_numpy()[pick]
+                values[pick] = inside[channel].to_numpy()[pick]
         out[column] = pd.Series(values).groupby(wcode).agg(how)
-    for column, channel, how in (("rss_peak_mb", "process.rss_mb", "max"),
+    for column, channel, how in (("rss_peak_mb", _mib_channel(inside, "process.rss_mib"), "max"),
                                  ("cpu_share_mean", "process.cpu_share", "mean")):
         if channel in inside:
             out[column] = pd.Series(inside[channel].to_numpy()).groupby(wcode).agg(how)
     return out.set_axis(ids)
+
+
+def _mib_channel(frame: pd.DataFrame, channel: str) -> str:
+    """A channel in MiB as ``frame`` names it: ``<domain>.<metric>_mib``, or ``_mb`` in older trees."""
+    return channel if channel in frame else channel.removesuffix("_mib") + "_mb"
 
 
 # ---------------------------------------------------------------- latencies

@@ -28,15 +28,14 @@ def test_reads_every_channel_in_its_unit(fake_nvml):
     sensor = nvml.probe(module)
 
     assert sensor.available and sensor.name == "nvml"
-    assert sensor.channels == tuple(
-        f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mb", "proc_mem_mb", "sm_clock_mhz", "temp_c")
-    )
+    assert sensor.channels == tuple(f"gpu0.{m}" for m in (
+        "energy_j", "power_w", "sm_util_pct", "mem_used_mib", "proc_mem_mib", "sm_clock_mhz", "temp_c"))
     assert sensor.read() == {
         "gpu0.energy_j": 123_456.789,
         "gpu0.power_w": 312.5,
         "gpu0.sm_util_pct": 87.0,
-        "gpu0.mem_used_mb": 3072.0,
-        "gpu0.proc_mem_mb": 1536.0,
+        "gpu0.mem_used_mib": 3072.0,
+        "gpu0.proc_mem_mib": 1536.0,
         "gpu0.sm_clock_mhz": 1755.0,
         "gpu0.temp_c": 61.0,
     }
@@ -92,7 +91,7 @@ def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_eve
     before = dict(gpu.calls)
     tick = sensor.capture_tick()
     assert tick["gpu0.energy_j"] == 1000.5 and tick["gpu0.power_w"] == 300.0  # read now
-    assert tick["gpu0.temp_c"] == 50.0 and tick["gpu0.proc_mem_mb"] == edge["gpu0.proc_mem_mb"] == 512.0  # repeated
+    assert tick["gpu0.temp_c"] == 50.0 and tick["gpu0.proc_mem_mib"] == edge["gpu0.proc_mem_mib"] == 512.0  # repeated
     assert set(tick) == set(sensor.channels)
     assert gpu.calls["nvmlDeviceGetTemperature"] == before["nvmlDeviceGetTemperature"]
     assert gpu.calls["nvmlDeviceGetComputeRunningProcesses"] == before["nvmlDeviceGetComputeRunningProcesses"]
@@ -107,8 +106,9 @@ def test_a_driver_without_the_process_listing_still_gives_energy_and_power(fake_
     gpu = FakeGPU(energy_mj=5_000, instant_power_mw=90_000)
     sensor = nvml.probe(fake_nvml(gpu, missing_functions=frozenset({"nvmlDeviceGetComputeRunningProcesses"})))
     assert not isinstance(sensor, Unavailable)
-    assert "gpu0.proc_mem_mb" not in sensor.channels
-    assert sensor.domains[0].details["unsupported"] == {"proc_mem_mb": "NVMLError_FunctionNotFound: Function Not Found"}
+    assert "gpu0.proc_mem_mib" not in sensor.channels
+    assert sensor.domains[0].details["unsupported"] == {
+        "proc_mem_mib": "NVMLError_FunctionNotFound: Function Not Found"}
     values = sensor.read()
     assert values["gpu0.energy_j"] == 5.0 and values["gpu0.power_w"] == 90.0
 
@@ -121,8 +121,8 @@ def test_any_nvml_error_at_open_drops_only_that_metric(fake_nvml):
         "sm_clock_mhz": "NVMLError_Unknown: Unknown Error",
         "temp_c": "NVMLError_NoPermission: Insufficient Permissions",
     }
-    assert sensor.channels == tuple(f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mb",
-                                                          "proc_mem_mb"))
+    assert sensor.channels == tuple(f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mib",
+                                                          "proc_mem_mib"))
 
 
 def test_a_device_that_fails_to_open_is_reported_and_the_others_are_sampled(fake_nvml, powercap):
@@ -267,11 +267,11 @@ def test_process_memory_counts_this_process_tree_only(fake_nvml):
             ]
         )
         sensor = nvml.probe(fake_nvml(gpu))
-        assert sensor.read()["gpu0.proc_mem_mb"] == 1024.0
+        assert sensor.read()["gpu0.proc_mem_mib"] == 1024.0
         gpu.processes = [(os.getppid(), 4096 * MIB)]
-        assert sensor.read()["gpu0.proc_mem_mb"] == 0.0
+        assert sensor.read()["gpu0.proc_mem_mib"] == 0.0
         gpu.processes = [(os.getpid(), 1000 * MIB), (child.pid, None)]  # driver cannot tell
-        assert sensor.read()["gpu0.proc_mem_mb"] is None
+        assert sensor.read()["gpu0.proc_mem_mib"] is None
     finally:
         child.kill()
         child.wait()

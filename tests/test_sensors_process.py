@@ -22,7 +22,7 @@ def _busy(seconds):
 def test_channels_and_domains():
     sensor = process.probe()
     assert sensor.available and sensor.name == "process"
-    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb",
+    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mib", "process.uss_mib",
                                "host.busy_cpu_s")
     tree, host = sensor.domains
     assert tree.name == "process" and tree.source == MEASURED
@@ -57,9 +57,9 @@ class FailingProcStat:
 def test_without_proc_stat_at_open_the_host_domain_is_left_out_and_reported():
     sensor = process.probe(proc_stat=lambda: FailingProcStat(reads=0))
     assert [d.name for d in sensor.domains] == ["process"]
-    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb")
+    assert sensor.channels == ("process.cpu_s", "process.cpu_share", "process.rss_mib", "process.uss_mib")
     assert sensor.unavailable == {"process:host": "cannot read /proc/stat: [Errno 5] Input/output error"}
-    assert sensor.read()["process.rss_mb"] > 10
+    assert sensor.read()["process.rss_mib"] > 10
 
 
 def test_proc_stat_failing_mid_run_nulls_only_the_host_channel():
@@ -127,11 +127,11 @@ def test_a_descendant_found_gone_before_its_reap_shows_counts_once_when_it_does(
 def test_memory_in_sane_ranges():
     sensor = process.probe(refresh_s=0)
     values = sensor.read()
-    rss_mb = psutil.Process().memory_info().rss / 2**20
-    assert values["process.rss_mb"] == pytest.approx(rss_mb, rel=0.2)
-    assert 5 < values["process.rss_mb"] < 64 * 1024
-    assert values["process.uss_mb"] is not None
-    assert 1 < values["process.uss_mb"] <= values["process.rss_mb"]
+    rss_mib = psutil.Process().memory_info().rss / 2**20
+    assert values["process.rss_mib"] == pytest.approx(rss_mib, rel=0.2)
+    assert 5 < values["process.rss_mib"] < 64 * 1024
+    assert values["process.uss_mib"] is not None
+    assert 1 < values["process.uss_mib"] <= values["process.rss_mib"]
 
 
 def _bracketed(take):
@@ -176,7 +176,7 @@ def test_captures_decoded_after_the_fact_measure_the_busy_stretch():
     values = [sensor.decode(raw) for raw, _, _ in (start, slept, spun)]  # decoded later, in capture order
     assert _share_bounds(start, slept)[0] <= values[1]["process.cpu_share"] <= _share_bounds(start, slept)[1]
     assert _share_bounds(slept, spun)[0] <= values[2]["process.cpu_share"] <= _share_bounds(slept, spun)[1]
-    assert values[2]["process.rss_mb"] > 10
+    assert values[2]["process.rss_mib"] > 10
 
 
 def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every_time():
@@ -189,7 +189,7 @@ def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every
     assert later_tick[1] > tick[1] > edge[1] - 1e-9  # this process's CPU clock, read each time
     time.sleep(process.MEMORY_INTERVAL_S + 0.01)
     assert sensor.capture_tick()[3] is not edge[3]
-    assert all(sensor.decode(raw)["process.rss_mb"] > 10 for raw in (edge, tick, later_tick))
+    assert all(sensor.decode(raw)["process.rss_mib"] > 10 for raw in (edge, tick, later_tick))
 
 
 # The tree's CPU time over a recorder's window, with real child processes: the window's CPU time of the
@@ -315,10 +315,10 @@ def test_vanished_child_is_not_an_error():
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         sensor = process.probe(refresh_s=3600)  # lists the child once, at open
-        with_child = sensor.read()["process.rss_mb"]
+        with_child = sensor.read()["process.rss_mib"]
     finally:
         child.stdin.close()
         child.wait()
-    without_child = sensor.read()["process.rss_mb"]  # still listed, gone
+    without_child = sensor.read()["process.rss_mib"]  # still listed, gone
     assert without_child == pytest.approx(psutil.Process().memory_info().rss / 2**20, rel=0.2)
     assert with_child > without_child + 1

@@ -9,8 +9,8 @@ Channels, each from one NVML call:
   nvmlDeviceGetPowerUsage (a 1 s average on Ampere and newer), mW / 1000; the
   domain's ``power_field`` says ``instant`` or ``average``;
 - ``sm_util_pct``: nvmlDeviceGetUtilizationRates().gpu;
-- ``mem_used_mb``: nvmlDeviceGetMemoryInfo().used, bytes / 2**20;
-- ``proc_mem_mb``: nvmlDeviceGetComputeRunningProcesses, usedGpuMemory summed
+- ``mem_used_mib``: nvmlDeviceGetMemoryInfo().used, bytes / 2**20;
+- ``proc_mem_mib``: nvmlDeviceGetComputeRunningProcesses, usedGpuMemory summed
   over this process and its descendants, bytes / 2**20; ``None`` when the
   driver does not report a process's memory;
 - ``sm_clock_mhz``: nvmlDeviceGetClockInfo(NVML_CLOCK_SM);
@@ -32,7 +32,7 @@ Faults degrade the metric or the device they hit, never the whole sensor:
   the values of every other channel.
 
 Older drivers report host PIDs to a process in a container's own PID namespace
-(``pid_namespace: "separate"``): none matches and ``proc_mem_mb`` reads 0.
+(``pid_namespace: "separate"``): none matches and ``proc_mem_mib`` reads 0.
 
 The recorder's ticks (``capture_tick``) read ``energy_j`` and ``power_w``
 every time and the other metrics at most every ``SLOW_INTERVAL_S`` (0.1 s),
@@ -231,7 +231,7 @@ def _metric_readers(nv, h, power_field: str, ours: _OurPids) -> dict[str, Callab
     else:
         power_mw = lambda: nv.nvmlDeviceGetPowerUsage(h)  # noqa: E731
 
-    def proc_mem_mb():
+    def proc_mem_mib():
         used = [p.usedGpuMemory for p in nv.nvmlDeviceGetComputeRunningProcesses(h) if p.pid in ours]
         return None if None in used else sum(used) / _MIB
 
@@ -239,8 +239,8 @@ def _metric_readers(nv, h, power_field: str, ours: _OurPids) -> dict[str, Callab
         "energy_j": lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000,
         "power_w": lambda: power_mw() / 1000,
         "sm_util_pct": lambda: float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
-        "mem_used_mb": lambda: nv.nvmlDeviceGetMemoryInfo(h).used / _MIB,
-        "proc_mem_mb": proc_mem_mb,
+        "mem_used_mib": lambda: nv.nvmlDeviceGetMemoryInfo(h).used / _MIB,
+        "proc_mem_mib": proc_mem_mib,
         "sm_clock_mhz": lambda: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
         "temp_c": lambda: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
     }

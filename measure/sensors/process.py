@@ -12,11 +12,11 @@ Domain ``process``, channels:
 - ``cpu_share``: the growth of ``cpu_s`` per wall second (monotonic clock)
   since the previous read, or since the sensor opened for the first read;
   0..logical CPUs.
-- ``rss_mb``: resident memory of the tree, MiB (this process's read from
+- ``rss_mib``: resident memory of the tree, MiB (this process's read from
   ``/proc/<pid>/statm`` through a descriptor kept open: psutil's
   ``memory_info().rss`` without reopening the file at every read); ``None``
   where a descendant's is unreadable.
-- ``uss_mb``: unique memory of the tree (``memory_full_info().uss``), MiB;
+- ``uss_mib``: unique memory of the tree (``memory_full_info().uss``), MiB;
   ``None`` where a process's is unreadable.
 
 Domain ``host``, channel ``busy_cpu_s``: cumulative busy CPU seconds of the
@@ -91,7 +91,7 @@ from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
 from .procstat import MIN_INTERVAL_S, ProcStatTimes, busy_total
 
 NAME = "process"
-CHANNELS = ("process.cpu_s", "process.cpu_share", "process.rss_mb", "process.uss_mb")
+CHANNELS = ("process.cpu_s", "process.cpu_share", "process.rss_mib", "process.uss_mib")
 HOST_CHANNELS = ("host.busy_cpu_s",)
 MAX_USS_DUTY = 0.001  # at most 0.1 % of the time spent reading USS
 MEMORY_INTERVAL_S = 0.05  # the recorder's ticks read this process's RSS at most this often
@@ -175,7 +175,7 @@ class ProcessSensor(Sensor):
         _, _, _, statm, descendants, uss_mib, stat = raw
         errors = [f"process {p.pid}: {r}" for p, r in descendants if isinstance(r, Exception)]
         now, cpu_s = self._accumulate(raw)
-        values: dict[str, float | None] = {"process.uss_mb": uss_mib}
+        values: dict[str, float | None] = {"process.uss_mib": uss_mib}
         if not errors:
             elapsed_s = now - self._last_t
             values["process.cpu_s"] = cpu_s
@@ -185,7 +185,7 @@ class ProcessSensor(Sensor):
             errors.append(f"statm: {statm}")
         elif not errors:
             rss = [r[2] for _, r in descendants if r is not None]
-            values["process.rss_mb"] = None if None in rss else (int(statm.split()[1]) * _PAGE_B + sum(rss)) / _MIB
+            values["process.rss_mib"] = None if None in rss else (int(statm.split()[1]) * _PAGE_B + sum(rss)) / _MIB
         if isinstance(stat, OSError):
             errors.append(f"/proc/stat: {stat}")
         elif self._proc_stat is not None:
