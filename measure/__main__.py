@@ -211,6 +211,8 @@ def show_sensors() -> int:
     for sensor in sensors:
         for domain in sensor.domains:
             print(f"{domain.name:16} {domain.source:9} {sensor.name:8} {', '.join(domain.channels)}")
+            for metric, reason in (domain.details.get("unsupported") or {}).items():
+                print(f"{domain.name + '.' + metric:16} not read: {reason}")
     for name, reason in unavailable.items():
         print(f"{name:16} unavailable: {reason}")
     for sensor in sensors:
