@@ -136,9 +136,9 @@ class Sensor(ABC):
         """Slow housekeeping that a read would otherwise do itself when it falls due (listing child
         processes, walking page tables); by default nothing.
 
-        The recorder calls it outside its lock before the window and, when a
-        thread takes its ticks, before each of them, so that a synchronous
-        window edge never waits for it.  Raises ``SensorError`` (or
+        The recorder calls it outside its lock when a thread takes its ticks,
+        before each of them (and ``before_window()`` before the window), so
+        that a synchronous window edge never waits for it.  Raises ``SensorError`` (or
         ``OSError``) on failure; the recorder then carries on and the next
         read retries.
         """

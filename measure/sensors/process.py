@@ -151,7 +151,8 @@ class ProcessSensor(Sensor):
         return self.decode(self.capture())
 
     def capture(self) -> tuple:
-        """The clock, this process's CPU and memory counters, the listed descendants' and the last USS."""
+        """The clock, this process's CPU and memory counters, the listed descendants', the last USS and the
+        machine's CPU times."""
         now = time.monotonic()
         self._statm_raw, self._statm_at = self._read_statm(), now
         self._stat_raw, self._stat_at = self._read_stat(), now
