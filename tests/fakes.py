@@ -6,11 +6,13 @@ mW, memory bytes).  Errors are raised as pynvml raises them: ``NVMLError(code)``
 which pynvml's factory turns into the code's subclass (``NVMLError_GpuIsLost``,
 ``NVMLError_FunctionNotFound``, ...).  Counters are plain attributes of
 ``FakeGPU`` that a test sets.  ``make_powercap`` builds a ``intel-rapl:N/{name,energy_uj,
-max_energy_range_uj}`` tree like Linux's ``/sys/class/powercap``.
+max_energy_range_uj}`` tree like Linux's ``/sys/class/powercap``.  ``ManualClock`` stands for
+a sensor module's ``time``, so that a test of rate-limited reads does not depend on the machine's speed.
 """
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +157,23 @@ class FakeNVML:
         if value is None:
             raise pynvml.NVMLError(_NOT_SUPPORTED)
         return value
+
+
+class ManualClock:
+    """The ``time`` module as a sensor module sees it (``monkeypatch.setattr(module, "time", clock)``), except
+    that ``monotonic()`` only moves when the test calls ``advance``; every other function is the real one."""
+
+    def __init__(self, start_s: float = 0.0):
+        self.now_s = start_s
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
 
 
 @dataclass

@@ -39,6 +39,14 @@ def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def wait_for_reads(sensor, reads: int, timeout_s: float = 60.0) -> None:
+    """Let the ticks run until ``sensor`` has been read ``reads`` times, however loaded the machine."""
+    deadline = time.monotonic() + timeout_s
+    while sensor.reads < reads:
+        assert time.monotonic() < deadline, f"{sensor.reads} reads in {timeout_s} s"
+        time.sleep(0.005)
+
+
 TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
 
 
@@ -46,9 +54,13 @@ TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
 def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path, ticks):
     sensor = RampCounter()
     recorder = Recorder([sensor], tmp_path / "power_metrics.json", period_s=0.01, ticks=ticks)
+    starting = time.perf_counter()
     recorder.start()
+    started = time.perf_counter()
     time.sleep(0.2)
+    stopping = time.perf_counter()
     window = recorder.stop()
+    stopped = time.perf_counter()
     lines = read_lines(tmp_path / "power_metrics.json")
 
     assert lines[0]["mark"] == "start" and lines[0]["t_s"] == 0.0
@@ -56,12 +68,13 @@ def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path, ticks):
     assert {line["mark"] for line in lines[1:-1]} == {"tick"}
     assert lines[-1]["t_s"] == pytest.approx(window.duration_s, abs=1e-6)
     assert window.samples == len(lines)
-    assert 10 <= len(lines) - 2 <= 21  # about one tick per 10 ms over 0.2 s
+    assert 1 <= len(lines) - 2 <= window.duration_s / 0.01 + 1  # on the 10 ms grid, never more often
     times = [line["t_s"] for line in lines]
     assert times == sorted(times)
-    # the counter difference between the edges is the energy over exactly the window
+    # the edges are read by start() and stop() themselves: the counter difference is the energy over the window
     energy = lines[-1]["dev0.energy_j"] - lines[0]["dev0.energy_j"]
-    assert energy == pytest.approx(sensor.power_w * window.duration_s, rel=0.02)
+    assert sensor.power_w * (stopping - started) <= energy <= sensor.power_w * (stopped - starting)
+    assert stopping - started <= window.duration_s <= stopped - starting
     assert window.ticks == ticks
     assert 0 < window.tick_cpu_s < window.duration_s
     expected_threads = {"MainThread"} if ticks == "signal" else {"MainThread", "power-recorder"}
@@ -95,7 +108,7 @@ def test_a_failing_read_is_a_gap_and_the_window_completes(tmp_path, ticks):
     recorder = Recorder([sensor, RampCounter(name="other", domain="dev1")], tmp_path / "p.json", period_s=0.005,
                         ticks=ticks)
     recorder.start()
-    time.sleep(0.05)
+    wait_for_reads(sensor, 6)
     window = recorder.stop()
     lines = read_lines(tmp_path / "p.json")
     gaps = [line for line in lines if line["gap"]]
@@ -122,9 +135,10 @@ def test_a_partial_read_leaves_only_the_lost_channels_null_and_names_them(tmp_pa
                 return values
             raise SensorError("dev1 lost", {"dev0.energy_j": values["dev0.energy_j"]})
 
-    recorder = Recorder([TwoDevices()], tmp_path / "p.json", period_s=0.005, ticks=ticks)
+    sensor = TwoDevices()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.005, ticks=ticks)
     recorder.start()
-    time.sleep(0.03)
+    wait_for_reads(sensor, 3)
     window = recorder.stop()
     start, *rest = read_lines(tmp_path / "p.json")
     assert start["gap"] == "" and start["dev1.power_w"] == 20.0
@@ -139,10 +153,16 @@ def test_the_start_line_at_once_and_ticks_in_batches_while_recording(tmp_path, t
     recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks=ticks, flush_every=2)
     recorder.start()
     assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start"]
-    time.sleep(0.05)
-    written_mid_run = read_lines(tmp_path / "p.json")
+    deadline = time.monotonic() + 60
+
+    def lines_written():
+        return (tmp_path / "p.json").read_bytes().count(b"\n")
+
+    while lines_written() < 3 and time.monotonic() < deadline:  # however loaded the machine
+        time.sleep(0.005)
+    written_mid_run = lines_written()
     recorder.stop()
-    assert len(written_mid_run) >= 3 and (len(written_mid_run) - 1) % 2 == 0  # whole batches of two ticks
+    assert written_mid_run >= 3 and (written_mid_run - 1) % 2 == 0  # whole batches of two ticks
 
 
 @TICKS
@@ -207,6 +227,7 @@ def test_a_read_slower_than_the_period_skips_ticks_and_never_nests(tmp_path, tic
     recorder = Recorder([sensor], tmp_path / "p.json", period_s=period_s, ticks=ticks)
     recorder.start()
     time.sleep(0.25)
+    wait_for_reads(sensor, 3)
     window = recorder.stop()  # no RecursionError, no read error raised from a tick
     lines = read_lines(tmp_path / "p.json")
     marks = [line["mark"] for line in lines]
@@ -234,9 +255,10 @@ def test_signal_ticks_fall_back_to_the_thread_where_they_cannot_run(tmp_path):
     windows = {}
 
     def record(name):
-        recorder = Recorder([RampCounter()], tmp_path / f"{name}.json", period_s=0.005, ticks="signal")
+        sensor = RampCounter()
+        recorder = Recorder([sensor], tmp_path / f"{name}.json", period_s=0.005, ticks="signal")
         recorder.start()
-        time.sleep(0.03)
+        wait_for_reads(sensor, 3)
         windows[name] = recorder.stop()
 
     worker = threading.Thread(target=record, args=("worker",))
@@ -263,9 +285,10 @@ def test_a_sensor_bug_in_a_tick_is_raised_by_stop_not_inside_the_measured_work(t
                 raise TypeError("a bug in a sensor")
             return super().read()
 
-    recorder = Recorder([Buggy()], tmp_path / "p.json", period_s=0.005, ticks=ticks)
+    sensor = Buggy()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.005, ticks=ticks)
     recorder.start()
-    time.sleep(0.03)  # the measured work goes on undisturbed
+    wait_for_reads(sensor, 2)  # the measured work goes on undisturbed
     with pytest.raises(TypeError, match="a bug in a sensor"):
         recorder.stop()
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -289,6 +312,7 @@ def test_slow_batches_keep_every_tick_in_capture_order(tmp_path, ticks):
     recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.001, ticks=ticks, flush_every=2)
     recorder.start()
     time.sleep(0.15)
+    wait_for_reads(sensor, 12)
     window = recorder.stop()
     numbers = [line["dev0.energy_j"] for line in read_lines(tmp_path / "p.json")]
     assert numbers == [float(n) for n in range(1, sensor.reads + 1)]  # none lost, none out of order

@@ -2,7 +2,7 @@ import time
 from collections import namedtuple
 
 import pytest
-from fakes import FakeGPU
+from fakes import FakeGPU, ManualClock
 
 from measure.sensors import Sensor, estimate, open_sensors, procstat
 from measure.sensors.base import ESTIMATED
@@ -45,7 +45,9 @@ def test_captures_decoded_later_give_what_reads_give():
     assert [split.decode(raw) for raw in captured] == [read.read(), read.read()]
 
 
-def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_reading():
+def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_reading(monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(estimate, "time", clock)
     cpu_times = ScriptedCpuTimes(times(10, 10), times(20, 10), times(20, 30), times(40, 30))
     sensor = estimate.probe(100.0, cpu_times=cpu_times, min_interval_s=0.05)
     assert sensor.capture_tick() is None  # at once after opening: /proc/stat is not read
@@ -53,7 +55,7 @@ def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_r
     assert sensor.capture_tick() is None
     assert sensor.decode(None) == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
     assert len(cpu_times.records) == 2
-    time.sleep(0.06)
+    clock.advance(0.05)
     assert sensor.decode(sensor.capture_tick())["cpu_estimated.load"] == 0.0
     assert sensor.decode(sensor.capture())["cpu_estimated.load"] == 1.0  # at once, but an edge
     assert sensor.domains[0].details["min_interval_s"] == 0.05

@@ -1,11 +1,10 @@
 import os
 import subprocess
 import sys
-import time
 
 import pynvml
 import pytest
-from fakes import FakeGPU
+from fakes import FakeGPU, ManualClock
 
 from measure.sensors import nvml, open_sensors
 from measure.sensors.base import MEASURED, SensorError, Unavailable
@@ -83,7 +82,10 @@ def test_instant_power_is_read_once_per_device_per_read(fake_nvml):
     assert all(g.calls["nvmlDeviceGetPowerUsage"] == 0 for g in gpus)
 
 
-def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_every_slow_interval(fake_nvml):
+def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_every_slow_interval(
+        fake_nvml, monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(nvml, "time", clock)
     gpu = FakeGPU(energy_mj=1_000_000, instant_power_mw=100_000, temp_c=50, processes=[(os.getpid(), 512 * MIB)])
     sensor = nvml.probe(fake_nvml(gpu))
     edge = sensor.read()
@@ -95,7 +97,9 @@ def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_eve
     assert set(tick) == set(sensor.channels)
     assert gpu.calls["nvmlDeviceGetTemperature"] == before["nvmlDeviceGetTemperature"]
     assert gpu.calls["nvmlDeviceGetComputeRunningProcesses"] == before["nvmlDeviceGetComputeRunningProcesses"]
-    time.sleep(nvml.SLOW_INTERVAL_S + 0.01)
+    clock.advance(nvml.SLOW_INTERVAL_S / 2)
+    assert sensor.capture_tick()["gpu0.temp_c"] == 50.0
+    clock.advance(nvml.SLOW_INTERVAL_S / 2)
     assert sensor.capture_tick()["gpu0.temp_c"] == 70.0
     assert sensor.read()["gpu0.temp_c"] == 70.0  # an edge reads everything, always
 
@@ -165,7 +169,9 @@ def test_a_device_lost_mid_run_nulls_only_its_channels(fake_nvml):
     assert set(tick.value.values) == set(caught.value.values)
 
 
-def test_a_metric_failing_mid_run_nulls_only_that_channel_and_ticks_repeat_the_failure(fake_nvml):
+def test_a_metric_failing_mid_run_nulls_only_that_channel_and_ticks_repeat_the_failure(fake_nvml, monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(nvml, "time", clock)
     gpu = FakeGPU(energy_mj=1_000, temp_c=40)
     sensor = nvml.probe(fake_nvml(gpu))
     sensor.read()
@@ -178,7 +184,7 @@ def test_a_metric_failing_mid_run_nulls_only_that_channel_and_ticks_repeat_the_f
         sensor.capture_tick()
     assert tick.value.values["gpu0.energy_j"] == 3.0 and "gpu0.temp_c" not in tick.value.values
     gpu.errors = {}
-    time.sleep(nvml.SLOW_INTERVAL_S + 0.01)
+    clock.advance(nvml.SLOW_INTERVAL_S)
     assert sensor.capture_tick()["gpu0.temp_c"] == 40.0
 
 
