@@ -18,9 +18,10 @@ Two tick sources:
   takes the tick in the thread that started the recorder, between two Python
   bytecodes: no thread to wake, no core taken from a CPU model that keeps
   every core busy, no GIL handed over.  The handler can fire again inside
-  itself when a read takes longer than the period; it then returns at once.  A tick that falls due during a long C
-  call (one big operator, a CUDA synchronisation) is taken when the call
-  returns, so this source suits work on the CPU.  The handler is installed
+  itself when a read takes longer than the period; it then returns at once.
+  A tick that falls due during a long C call (one big operator, a CUDA
+  synchronisation) is taken when the call returns, so this source suits work
+  on the CPU.  The handler is installed
   with restartable system calls (``SA_RESTART``), so that blocking calls in C
   code are resumed rather than failed.  It needs the main thread and an unused
   ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says which

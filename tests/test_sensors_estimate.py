@@ -161,6 +161,17 @@ def test_open_sensors_estimates_without_rapl(tmp_path, fake_nvml):
     }
 
 
+def test_open_sensors_estimates_where_rapl_reads_no_package_zone(powercap):
+    tree = powercap(sockets=1, dram=True)
+    (tree.zones["package-0"] / "energy_uj").write_text("not a number\n")
+    sensors, unavailable = open_sensors(gpu=False, rapl_root=str(tree.root), cpu_tdp_w=100)
+    assert [s.name for s in sensors] == ["rapl", "estimate", "process"]
+    assert [d.name for d in sensors[0].domains] == ["dram-0"]
+    assert set(unavailable) == {"nvml", "rapl:package-0"}
+    for sensor in sensors:
+        sensor.close()
+
+
 def test_open_sensors_without_gpu(tmp_path):
     sensors, unavailable = open_sensors(gpu=False, rapl_root=str(tmp_path))
     assert [s.name for s in sensors] == ["estimate", "process"]
