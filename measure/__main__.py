@@ -487,6 +487,8 @@ def show_sensors() -> int:
             if domain.details.get("tdp_w") is not None:
                 print(f"{'':16} TDP {domain.details['tdp_w']:g} W ({domain.details.get('tdp_source')}); "
                       "set MEASURE_CPU_TDP_W to this CPU's TDP in watts")
+            for metric, reason in (domain.details.get("unsupported") or {}).items():
+                print(f"{domain.name + '.' + metric:16} not read: {reason}")
     for name, reason in unavailable.items():
         print(f"{name:16} unavailable: {reason}")
     for sensor in sensors:

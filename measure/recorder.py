@@ -6,6 +6,8 @@ the ``start`` sample (t = 0) right before the first timed inference and
 a counter over the window is exactly ``counter(end) - counter(start)``.
 Between the two, a ``tick`` sample is taken every ``period_s`` on a fixed grid
 (no drift; grid points missed by a late tick are skipped, not caught up).
+A tick never runs inside another, nor inside an edge's capture: a grid point
+that falls due while one is being taken is skipped, with both sources.
 
 Two tick sources:
 
@@ -15,9 +17,11 @@ Two tick sources:
 - ``"signal"``: an interval timer (``setitimer``, ``SIGALRM``) whose handler
   takes the tick in the thread that started the recorder, between two Python
   bytecodes: no thread to wake, no core taken from a CPU model that keeps
-  every core busy, no GIL handed over.  A tick that falls due during a long C
-  call (one big operator, a CUDA synchronisation) is taken when the call
-  returns, so this source suits work on the CPU.  The handler is installed
+  every core busy, no GIL handed over.  The handler can fire again inside
+  itself when a read takes longer than the period; it then returns at once.
+  A tick that falls due during a long C call (one big operator, a CUDA
+  synchronisation) is taken when the call returns, so this source suits work
+  on the CPU.  The handler is installed
   with restartable system calls (``SA_RESTART``), so that blocking calls in C
   code are resumed rather than failed.  It needs the main thread and an unused
   ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says which
@@ -32,10 +36,15 @@ window, so that memory stays bounded (a crash loses at most the ticks of one
 batch; the ``start`` line is written at once).  The thread writes a batch
 outside its lock, and a signal tick due while a batch is written is only
 captured, so the ``end`` sample never waits for a batch and lines stay in
-capture order.  A sensor's slow housekeeping (its optional ``refresh()``)
-runs before the window and, with the thread, before each tick outside the
-lock; with the signal only before the window (a process started during the
-window is counted from the next one).
+capture order.  A sensor's slow housekeeping runs outside the lock: its
+``before_window()`` right before the ``start`` sample and, with the thread,
+its ``refresh()`` before each tick; with the signal there is none inside the
+window (a process started during the window is counted from the next one).
+
+A read that fails (``SensorError`` or ``OSError``) costs only what it lost:
+the channels missing from the error's partial values are written null and
+named in the line's ``gap`` field (a domain by its name when it lost every
+channel, else each lost channel), the others are written as read.
 """
 from __future__ import annotations
 
@@ -114,11 +123,12 @@ class Recorder:
         if ticks not in TICK_SOURCES:
             raise ValueError(f"ticks must be one of {TICK_SOURCES}, got {ticks!r}")
         self.sensors = list(sensors)
-        self._captures = [getattr(sensor, "capture", sensor.read) for sensor in self.sensors]
-        self._tick_captures = [getattr(sensor, "capture_tick", capture) for sensor, capture in zip(self.sensors, self._captures)]
-        self._decoders = [getattr(sensor, "decode", None) for sensor in self.sensors]
-        self._refreshers = [sensor.refresh for sensor in self.sensors if callable(getattr(sensor, "refresh", None))]
-        self._keys: dict[str, str] = {}  # channel -> its pre-serialised ', "<channel>": '
+        self._captures = [sensor.capture for sensor in self.sensors]
+        self._tick_captures = [sensor.capture_tick for sensor in self.sensors]
+        # per sensor: (channel, its pre-serialised ', "<channel>": '), and (domain, its channels)
+        self._keys = [[(channel, f", {json.dumps(channel)}: ") for channel in sensor.channels]
+                      for sensor in self.sensors]
+        self._domains = [[(domain.name, domain.channels) for domain in sensor.domains] for sensor in self.sensors]
         self.path = Path(path)
         self.period_s = period_s
         self.ticks = ticks
@@ -162,7 +172,7 @@ class Recorder:
         refusal = signal_ticks_refusal() if self.ticks == "signal" else None
         if refusal:
             self._ticks_used = f"thread (signal refused: {refusal})"
-        self._refresh()
+        self._prepare(window_start=True)
         with self._lock:
             self._t0 = time.perf_counter()
             start = self._capture("start", self._t0, self._captures)
@@ -226,7 +236,7 @@ class Recorder:
     def _run(self) -> None:
         tick = 1
         while not self._stop.wait(max(0.0, self._t0 + tick * self.period_s - time.perf_counter())):
-            self._refresh()
+            self._prepare(window_start=False)
             cpu = time.thread_time()
             with self._lock:
                 if self._stop.is_set():
@@ -241,13 +251,21 @@ class Recorder:
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
     def _on_signal(self, signum, frame) -> None:
+        """A signal tick.  Python runs the handler between two bytecodes, so it can run again inside
+        itself (a read slower than the period): a capture never nests in another, or in an edge's."""
         if self._stop.is_set() or self._tick_error is not None:
             return
-        if self._writing:  # a tick due while this thread writes a batch: capture it, write it with the next
-            self._tick(batching=False)
+        if not self._lock.acquire(blocking=False):  # a capture is running in this thread: skip this point
             return
+        writing = self._writing
         cpu = time.thread_time()
-        batch = self._tick()
+        try:
+            # a tick due while this thread writes a batch is only captured, and written with the next batch
+            batch = self._tick(batching=not writing)
+        finally:
+            self._lock.release()
+        if writing:  # the handler writing the batch counts this tick's CPU time
+            return
         if batch:
             self._writing = True
             try:
@@ -278,11 +296,15 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - raised by stop()
             self._tick_error = error
 
-    def _refresh(self) -> None:
-        """Let sensors do their slow housekeeping now, rather than inside a read."""
-        for refresh in self._refreshers:
+    def _prepare(self, window_start: bool) -> None:
+        """Let every sensor do its slow housekeeping now, outside the lock, rather than inside a read:
+        ``before_window()`` right before the window, else ``refresh()``."""
+        for sensor in self.sensors:
             try:
-                refresh()
+                if window_start:
+                    sensor.before_window()
+                else:
+                    sensor.refresh()
             except (SensorError, OSError):
                 pass  # the next read retries it and records the failure as a gap
 
@@ -305,20 +327,20 @@ class Recorder:
         t_s = round(t - self._t0, 6)
         parts = ['{"t_s": ', json_value(t_s), ', "utc": "', utc_text(wall), '", "mark": "', mark, '", "gap": ', '""']
         failed = []
-        for sensor, decode, reading in zip(self.sensors, self._decoders, readings):
+        for sensor, reading, keys, domains in zip(self.sensors, readings, self._keys, self._domains):
             values = reading
-            if not isinstance(reading, Exception) and decode is not None:
+            if not isinstance(reading, Exception):
                 try:
-                    values = decode(reading)
+                    values = sensor.decode(reading)
                 except (SensorError, OSError, ValueError) as error:
                     values = error
             if isinstance(values, Exception):
-                failed.append(sensor.name)
                 self.first_error = self.first_error or f"{sensor.name} at t={t_s} s: {values}"
-                values = dict.fromkeys(sensor.channels)
-            for channel, value in values.items():
-                parts.append(self._keys.get(channel) or self._key(channel))
-                parts.append(json_value(value))
+                values = values.values if isinstance(values, SensorError) else {}
+                failed += _failed(values, domains)
+            for channel, key in keys:
+                parts.append(key)
+                parts.append(json_value(values.get(channel)))
         if failed:
             parts[7] = json.dumps(";".join(failed))
             self._gaps += 1
@@ -326,6 +348,12 @@ class Recorder:
         self._samples += 1
         return "".join(parts)
 
-    def _key(self, channel: str) -> str:
-        key = self._keys[channel] = f", {json.dumps(channel)}: "
-        return key
+
+def _failed(values: dict, domains: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """What a failed read lost, for the ``gap`` field: each domain none of whose channels is in ``values``,
+    else each of its channels missing from them."""
+    failed = []
+    for domain, channels in domains:
+        missing = [channel for channel in channels if channel not in values]
+        failed += [domain] if missing and len(missing) == len(channels) else missing
+    return failed

@@ -2,13 +2,17 @@
 
 ``FakeNVML`` has the ``pynvml`` names the sensors call, with pynvml's own
 constants, error classes and ctypes structs, and NVML's units (energy mJ, power
-mW, memory bytes).  Counters are plain attributes of ``FakeGPU`` that a test
-sets.  ``make_powercap`` builds a ``intel-rapl:N/{name,energy_uj,
-max_energy_range_uj}`` tree like Linux's ``/sys/class/powercap``.
+mW, memory bytes).  Errors are raised as pynvml raises them: ``NVMLError(code)``,
+which pynvml's factory turns into the code's subclass (``NVMLError_GpuIsLost``,
+``NVMLError_FunctionNotFound``, ...).  Counters are plain attributes of
+``FakeGPU`` that a test sets.  ``make_powercap`` builds a ``intel-rapl:N/{name,energy_uj,
+max_energy_range_uj}`` tree like Linux's ``/sys/class/powercap``.  ``ManualClock`` stands for
+a sensor module's ``time``, so that a test of rate-limited reads does not depend on the machine's speed.
 """
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +24,9 @@ _NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
 
 @dataclass
 class FakeGPU:
-    """One device.  ``None`` makes a metric unsupported (NVMLError_NotSupported)."""
+    """One device.  ``None`` makes a metric unsupported (NVMLError_NotSupported); ``errors`` makes a
+    function fail at every call with that NVML return code (``NVML_ERROR_NO_PERMISSION``, ...);
+    ``fail_after`` loses the GPU after that many calls of a function."""
 
     name: str = "NVIDIA H100 80GB HBM3"
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
@@ -34,18 +40,23 @@ class FakeGPU:
     temp_c: int = 35
     processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, usedGpuMemory bytes)
     fail_after: dict[str, int] = field(default_factory=dict)  # function -> calls that succeed before GPU-lost
+    errors: dict[str, int] = field(default_factory=dict)  # function -> NVML return code of its every call
     calls: Counter = field(default_factory=Counter)
 
 
 class FakeNVML:
     """A module-like object answering like ``pynvml`` for the given GPUs."""
 
-    def __init__(self, gpus: list[FakeGPU], *, library_missing: bool = False, driver_version: str = "550.54.15"):
+    def __init__(self, gpus: list[FakeGPU], *, library_missing: bool = False, driver_version: str = "550.54.15",
+                 missing_functions: frozenset[str] = frozenset()):
+        """``missing_functions``: pynvml functions whose C symbol this driver's library lacks (an older
+        driver): each call raises NVMLError_FunctionNotFound, as pynvml's ``_nvmlGetFunctionPointer`` does."""
         for name in dir(pynvml):
             if name.startswith(("NVML_", "NVMLError")):
                 setattr(self, name, getattr(pynvml, name))
         self.gpus = gpus
         self.library_missing = library_missing
+        self.missing_functions = missing_functions
         self.driver_version = driver_version
         self.init_count = 0
 
@@ -71,7 +82,7 @@ class FakeNVML:
         self._check_init()
         if not 0 <= index < len(self.gpus):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return self.gpus[index]  # stands for the opaque c_nvmlDevice_t
+        return self._call(self.gpus[index], "nvmlDeviceGetHandleByIndex")  # stands for the opaque c_nvmlDevice_t
 
     # devices
     def nvmlDeviceGetName(self, h):
@@ -131,10 +142,14 @@ class FakeNVML:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
 
     def _call(self, gpu: FakeGPU, function: str) -> FakeGPU:
+        if function in self.missing_functions:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         self._check_init()
         gpu.calls[function] += 1
         if function in gpu.fail_after and gpu.calls[function] > gpu.fail_after[function]:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        if function in gpu.errors:
+            raise pynvml.NVMLError(gpu.errors[function])
         return gpu
 
     def _value(self, h, function: str, attribute: str):
@@ -142,6 +157,23 @@ class FakeNVML:
         if value is None:
             raise pynvml.NVMLError(_NOT_SUPPORTED)
         return value
+
+
+class ManualClock:
+    """The ``time`` module as a sensor module sees it (``monkeypatch.setattr(module, "time", clock)``), except
+    that ``monotonic()`` only moves when the test calls ``advance``; every other function is the real one."""
+
+    def __init__(self, start_s: float = 0.0):
+        self.now_s = start_s
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
 
 
 @dataclass

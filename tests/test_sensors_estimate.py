@@ -2,9 +2,9 @@ import time
 from collections import namedtuple
 
 import pytest
-from fakes import FakeGPU
+from fakes import FakeGPU, ManualClock
 
-from measure.sensors import Sensor, estimate, open_sensors
+from measure.sensors import Sensor, estimate, open_sensors, procstat
 from measure.sensors.base import ESTIMATED
 
 # psutil.cpu_times() on Linux (guest time is already counted in user time)
@@ -45,7 +45,9 @@ def test_captures_decoded_later_give_what_reads_give():
     assert [split.decode(raw) for raw in captured] == [read.read(), read.read()]
 
 
-def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_reading():
+def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_reading(monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(estimate, "time", clock)
     cpu_times = ScriptedCpuTimes(times(10, 10), times(20, 10), times(20, 30), times(40, 30))
     sensor = estimate.probe(100.0, cpu_times=cpu_times, min_interval_s=0.05)
     assert sensor.capture_tick() is None  # at once after opening: /proc/stat is not read
@@ -53,7 +55,7 @@ def test_ticks_closer_than_the_minimum_interval_repeat_the_last_values_without_r
     assert sensor.capture_tick() is None
     assert sensor.decode(None) == {"cpu_estimated.power_w": 100.0, "cpu_estimated.load": 1.0}
     assert len(cpu_times.records) == 2
-    time.sleep(0.06)
+    clock.advance(0.05)
     assert sensor.decode(sensor.capture_tick())["cpu_estimated.load"] == 0.0
     assert sensor.decode(sensor.capture())["cpu_estimated.load"] == 1.0  # at once, but an edge
     assert sensor.domains[0].details["min_interval_s"] == 0.05
@@ -117,7 +119,7 @@ def test_real_cpu_times_give_a_load_in_range():
 def test_proc_stat_times_are_psutils_record_from_raw_bytes():
     import psutil
 
-    times = estimate.ProcStatTimes()
+    times = procstat.ProcStatTimes()
     try:
         raw = times.raw()
         reference = psutil.cpu_times()
@@ -157,6 +159,17 @@ def test_open_sensors_estimates_without_rapl(tmp_path, fake_nvml):
         "nvml": "nvmlInit failed: NVML Shared Library Not Found",
         "rapl": f"no RAPL powercap interface at {tmp_path / 'none'} (virtual machine or unsupported CPU)",
     }
+
+
+def test_open_sensors_estimates_where_rapl_reads_no_package_zone(powercap):
+    tree = powercap(sockets=1, dram=True)
+    (tree.zones["package-0"] / "energy_uj").write_text("not a number\n")
+    sensors, unavailable = open_sensors(gpu=False, rapl_root=str(tree.root), cpu_tdp_w=100)
+    assert [s.name for s in sensors] == ["rapl", "estimate", "process"]
+    assert [d.name for d in sensors[0].domains] == ["dram-0"]
+    assert set(unavailable) == {"nvml", "rapl:package-0"}
+    for sensor in sensors:
+        sensor.close()
 
 
 def test_open_sensors_without_gpu(tmp_path):

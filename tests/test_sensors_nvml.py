@@ -1,12 +1,12 @@
 import os
 import subprocess
 import sys
-import time
 
+import pynvml
 import pytest
-from fakes import FakeGPU
+from fakes import FakeGPU, ManualClock
 
-from measure.sensors import nvml
+from measure.sensors import nvml, open_sensors
 from measure.sensors.base import MEASURED, SensorError, Unavailable
 
 MIB = 2**20
@@ -27,15 +27,14 @@ def test_reads_every_channel_in_its_unit(fake_nvml):
     sensor = nvml.probe(module)
 
     assert sensor.available and sensor.name == "nvml"
-    assert sensor.channels == tuple(
-        f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mb", "proc_mem_mb", "sm_clock_mhz", "temp_c")
-    )
+    assert sensor.channels == tuple(f"gpu0.{m}" for m in (
+        "energy_j", "power_w", "sm_util_pct", "mem_used_mib", "proc_mem_mib", "sm_clock_mhz", "temp_c"))
     assert sensor.read() == {
         "gpu0.energy_j": 123_456.789,
         "gpu0.power_w": 312.5,
         "gpu0.sm_util_pct": 87.0,
-        "gpu0.mem_used_mb": 3072.0,
-        "gpu0.proc_mem_mb": 1536.0,
+        "gpu0.mem_used_mib": 3072.0,
+        "gpu0.proc_mem_mib": 1536.0,
         "gpu0.sm_clock_mhz": 1755.0,
         "gpu0.temp_c": 61.0,
     }
@@ -49,7 +48,7 @@ def test_reads_every_channel_in_its_unit(fake_nvml):
     assert domain.details["uuid"] == gpu.uuid
     assert domain.details["driver_version"] == "550.54.15"
     assert domain.details["index"] == 0
-    assert domain.details["unsupported"] == []
+    assert domain.details["unsupported"] == {}
     assert domain.details["pid_namespace"] in ("host", "separate")
 
 
@@ -67,8 +66,9 @@ def test_gpu_without_energy_counter_and_without_instant_power(fake_nvml):
     assert values["gpu1.power_w"] == 31.0
     assert set(values) == set(sensor.channels)
     d0, d1 = sensor.domains
-    assert d0.details["power_field"] == "average" and d0.details["unsupported"] == []
-    assert d1.details["power_field"] == "average" and d1.details["unsupported"] == ["energy_j"]
+    assert d0.details["power_field"] == "average" and d0.details["unsupported"] == {}
+    assert d1.details["power_field"] == "average"
+    assert d1.details["unsupported"] == {"energy_j": "NVMLError_NotSupported: Not Supported"}
     assert d1.channels == tuple(c for c in sensor.channels if c.startswith("gpu1."))
 
 
@@ -82,7 +82,10 @@ def test_instant_power_is_read_once_per_device_per_read(fake_nvml):
     assert all(g.calls["nvmlDeviceGetPowerUsage"] == 0 for g in gpus)
 
 
-def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_every_slow_interval(fake_nvml):
+def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_every_slow_interval(
+        fake_nvml, monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(nvml, "time", clock)
     gpu = FakeGPU(energy_mj=1_000_000, instant_power_mw=100_000, temp_c=50, processes=[(os.getpid(), 512 * MIB)])
     sensor = nvml.probe(fake_nvml(gpu))
     edge = sensor.read()
@@ -90,13 +93,99 @@ def test_ticks_read_energy_and_power_every_time_and_the_slow_metrics_at_most_eve
     before = dict(gpu.calls)
     tick = sensor.capture_tick()
     assert tick["gpu0.energy_j"] == 1000.5 and tick["gpu0.power_w"] == 300.0  # read now
-    assert tick["gpu0.temp_c"] == 50.0 and tick["gpu0.proc_mem_mb"] == edge["gpu0.proc_mem_mb"] == 512.0  # repeated
+    assert tick["gpu0.temp_c"] == 50.0 and tick["gpu0.proc_mem_mib"] == edge["gpu0.proc_mem_mib"] == 512.0  # repeated
     assert set(tick) == set(sensor.channels)
     assert gpu.calls["nvmlDeviceGetTemperature"] == before["nvmlDeviceGetTemperature"]
     assert gpu.calls["nvmlDeviceGetComputeRunningProcesses"] == before["nvmlDeviceGetComputeRunningProcesses"]
-    time.sleep(nvml.SLOW_INTERVAL_S + 0.01)
+    clock.advance(nvml.SLOW_INTERVAL_S / 2)
+    assert sensor.capture_tick()["gpu0.temp_c"] == 50.0
+    clock.advance(nvml.SLOW_INTERVAL_S / 2)
     assert sensor.capture_tick()["gpu0.temp_c"] == 70.0
     assert sensor.read()["gpu0.temp_c"] == 70.0  # an edge reads everything, always
+
+
+def test_a_driver_without_the_process_listing_still_gives_energy_and_power(fake_nvml):
+    """pynvml raises NVMLError_FunctionNotFound for a function the driver's library lacks (here
+    nvmlDeviceGetComputeRunningProcesses_v3, which pynvml's nvmlDeviceGetComputeRunningProcesses calls)."""
+    gpu = FakeGPU(energy_mj=5_000, instant_power_mw=90_000)
+    sensor = nvml.probe(fake_nvml(gpu, missing_functions=frozenset({"nvmlDeviceGetComputeRunningProcesses"})))
+    assert not isinstance(sensor, Unavailable)
+    assert "gpu0.proc_mem_mib" not in sensor.channels
+    assert sensor.domains[0].details["unsupported"] == {
+        "proc_mem_mib": "NVMLError_FunctionNotFound: Function Not Found"}
+    values = sensor.read()
+    assert values["gpu0.energy_j"] == 5.0 and values["gpu0.power_w"] == 90.0
+
+
+def test_any_nvml_error_at_open_drops_only_that_metric(fake_nvml):
+    gpu = FakeGPU(errors={"nvmlDeviceGetTemperature": pynvml.NVML_ERROR_NO_PERMISSION,
+                          "nvmlDeviceGetClockInfo": pynvml.NVML_ERROR_UNKNOWN})
+    sensor = nvml.probe(fake_nvml(gpu))
+    assert sensor.domains[0].details["unsupported"] == {
+        "sm_clock_mhz": "NVMLError_Unknown: Unknown Error",
+        "temp_c": "NVMLError_NoPermission: Insufficient Permissions",
+    }
+    assert sensor.channels == tuple(f"gpu0.{m}" for m in ("energy_j", "power_w", "sm_util_pct", "mem_used_mib",
+                                                          "proc_mem_mib"))
+
+
+def test_a_device_that_fails_to_open_is_reported_and_the_others_are_sampled(fake_nvml, powercap):
+    lost = FakeGPU(uuid="GPU-lost", fail_after={"nvmlDeviceGetUUID": 0})
+    barred = FakeGPU(uuid="GPU-barred", errors={"nvmlDeviceGetHandleByIndex": pynvml.NVML_ERROR_NO_PERMISSION})
+    mute = FakeGPU(uuid="GPU-mute", errors={f: pynvml.NVML_ERROR_UNKNOWN for f in (
+        "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetFieldValues",
+        "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetComputeRunningProcesses",
+        "nvmlDeviceGetClockInfo", "nvmlDeviceGetTemperature")})
+    module = fake_nvml(lost, FakeGPU(uuid="GPU-fine", energy_mj=7_000), barred, mute)
+    sensor = nvml.probe(module)
+    assert [d.name for d in sensor.domains] == ["gpu1"] and sensor.domains[0].details["uuid"] == "GPU-fine"
+    assert sensor.read()["gpu1.energy_j"] == 7.0
+    assert set(sensor.unavailable) == {"nvml:gpu0", "nvml:gpu2", "nvml:gpu3"}
+    assert sensor.unavailable["nvml:gpu0"] == "NVMLError_GpuIsLost: GPU is lost"
+    assert sensor.unavailable["nvml:gpu2"] == "NVMLError_NoPermission: Insufficient Permissions"
+    assert sensor.unavailable["nvml:gpu3"].startswith("no metric answered: energy_j: NVMLError_Unknown")
+    sensor.close()
+
+    sensors, unavailable = open_sensors(rapl_root=str(powercap().root), nvml_module=module)
+    assert unavailable == dict(sensor.unavailable)  # surfaced with the sensors that could not be opened
+    for opened in sensors:
+        opened.close()
+    assert module.init_count == 0
+
+
+def test_a_device_lost_mid_run_nulls_only_its_channels(fake_nvml):
+    fine, lost = FakeGPU(energy_mj=1_000), FakeGPU(energy_mj=2_000)
+    sensor = nvml.probe(fake_nvml(fine, lost))
+    sensor.read()
+    lost.fail_after = {"nvmlDeviceGetTotalEnergyConsumption": 0}  # the first call of a read
+    calls = sum(lost.calls.values())
+    with pytest.raises(SensorError, match=r"^gpu1\.energy_j: NVMLError_GpuIsLost: GPU is lost \(and 6 more") as caught:
+        sensor.read()
+    assert set(caught.value.values) == {c for c in sensor.channels if c.startswith("gpu0.")}
+    assert caught.value.values["gpu0.energy_j"] == 1.0
+    assert sum(lost.calls.values()) == calls + 1  # its other metrics are not asked in that read
+    with pytest.raises(SensorError) as tick:
+        sensor.capture_tick()
+    assert set(tick.value.values) == set(caught.value.values)
+
+
+def test_a_metric_failing_mid_run_nulls_only_that_channel_and_ticks_repeat_the_failure(fake_nvml, monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(nvml, "time", clock)
+    gpu = FakeGPU(energy_mj=1_000, temp_c=40)
+    sensor = nvml.probe(fake_nvml(gpu))
+    sensor.read()
+    gpu.errors = {"nvmlDeviceGetTemperature": pynvml.NVML_ERROR_UNKNOWN}
+    with pytest.raises(SensorError, match=r"^gpu0\.temp_c: NVMLError_Unknown: Unknown Error$") as caught:
+        sensor.read()
+    assert set(caught.value.values) == set(sensor.channels) - {"gpu0.temp_c"}
+    gpu.energy_mj = 3_000
+    with pytest.raises(SensorError) as tick:  # within SLOW_INTERVAL_S: temperature not asked, its failure repeated
+        sensor.capture_tick()
+    assert tick.value.values["gpu0.energy_j"] == 3.0 and "gpu0.temp_c" not in tick.value.values
+    gpu.errors = {}
+    clock.advance(nvml.SLOW_INTERVAL_S)
+    assert sensor.capture_tick()["gpu0.temp_c"] == 40.0
 
 
 def test_call_failing_mid_run_raises_sensor_error(fake_nvml):
@@ -104,8 +193,9 @@ def test_call_failing_mid_run_raises_sensor_error(fake_nvml):
     sensor = nvml.probe(fake_nvml(gpu))
     sensor.read()
     sensor.read()
-    with pytest.raises(SensorError, match=r"gpu0\.temp_c: NVMLError_GpuIsLost: GPU is lost"):
+    with pytest.raises(SensorError, match=r"gpu0\.temp_c: NVMLError_GpuIsLost: GPU is lost") as caught:
         sensor.read()
+    assert set(caught.value.values) == set(sensor.channels) - {"gpu0.temp_c"}
 
 
 def test_library_missing_is_unavailable_with_a_reason(fake_nvml):
@@ -122,10 +212,23 @@ def test_no_gpu_is_unavailable_and_shuts_nvml_down(fake_nvml):
     assert module.init_count == 0
 
 
-def test_error_while_opening_is_unavailable_and_shuts_nvml_down(fake_nvml):
-    module = fake_nvml(FakeGPU(fail_after={"nvmlDeviceGetName": 0}))
+def test_no_device_that_opens_is_unavailable_and_shuts_nvml_down(fake_nvml):
+    module = fake_nvml(FakeGPU(fail_after={"nvmlDeviceGetName": 0}),
+                       FakeGPU(errors={"nvmlDeviceGetHandleByIndex": pynvml.NVML_ERROR_UNKNOWN}))
     result = nvml.probe(module)
-    assert result == Unavailable("nvml", "NVML: GPU is lost")
+    assert result == Unavailable("nvml", "no GPU could be opened: gpu0: NVMLError_GpuIsLost: GPU is lost; "
+                                         "gpu1: NVMLError_Unknown: Unknown Error")
+    assert module.init_count == 0
+
+
+def test_a_failing_count_is_unavailable(fake_nvml):
+    module = fake_nvml(FakeGPU())
+
+    def driver_gone():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+    module.nvmlDeviceGetCount = driver_gone
+    assert nvml.probe(module) == Unavailable("nvml", "NVML: Driver Not Loaded")
     assert module.init_count == 0
 
 
@@ -170,11 +273,11 @@ def test_process_memory_counts_this_process_tree_only(fake_nvml):
             ]
         )
         sensor = nvml.probe(fake_nvml(gpu))
-        assert sensor.read()["gpu0.proc_mem_mb"] == 1024.0
+        assert sensor.read()["gpu0.proc_mem_mib"] == 1024.0
         gpu.processes = [(os.getppid(), 4096 * MIB)]
-        assert sensor.read()["gpu0.proc_mem_mb"] == 0.0
+        assert sensor.read()["gpu0.proc_mem_mib"] == 0.0
         gpu.processes = [(os.getpid(), 1000 * MIB), (child.pid, None)]  # driver cannot tell
-        assert sensor.read()["gpu0.proc_mem_mb"] is None
+        assert sensor.read()["gpu0.proc_mem_mib"] is None
     finally:
         child.kill()
         child.wait()

@@ -119,8 +119,31 @@ def test_read_failing_mid_run_raises_sensor_error(powercap):
 
 
 def test_garbage_counter_makes_probe_unavailable(powercap):
-    tree = powercap()
+    tree = powercap(dram=False)
     (tree.zones["package-0"] / "energy_uj").write_text("not a number\n")
     result = rapl.probe(str(tree.root))
     assert isinstance(result, Unavailable)
     assert result.reason.startswith(f"cannot read RAPL under {tree.root}:")
+
+
+def test_a_zone_that_cannot_be_read_at_open_is_reported_and_the_others_are_sampled(powercap):
+    tree = powercap(sockets=2)
+    (tree.zones["package-1"] / "energy_uj").write_text("not a number\n")
+    (tree.zones["dram-0"] / "name").unlink()  # its kind unknown: never read
+    tree.set_uj("package-0", 2_000_000)
+    sensor = rapl.probe(str(tree.root))
+    assert [d.name for d in sensor.domains] == ["package-0", "dram-1"]
+    assert sensor.read() == {"package-0.energy_j": 2.0, "dram-1.energy_j": 0.0}
+    assert set(sensor.unavailable) == {"rapl:package-1", "rapl:intel-rapl:0:1"}
+    assert sensor.unavailable["rapl:package-1"].startswith(f"cannot read RAPL under {tree.root}: invalid literal")
+    assert "No such file or directory" in sensor.unavailable["rapl:intel-rapl:0:1"]
+
+
+def test_a_zone_failing_mid_run_nulls_only_its_channel(powercap):
+    tree = powercap(sockets=2, dram=False)
+    sensor = rapl.probe(str(tree.root))
+    tree.set_uj("package-0", 3_000_000)
+    (tree.zones["package-1"] / "energy_uj").unlink()
+    with pytest.raises(SensorError, match=r"^package-1\.energy_j: .*No such file") as caught:
+        sensor.read()
+    assert caught.value.values == {"package-0.energy_j": 3.0}

@@ -19,7 +19,8 @@ def open_sensors(
     cpu_tdp_w: float | None = None,
     nvml_module=None,
 ) -> tuple[list[Sensor], dict[str, str]]:
-    """The opened sensors and ``{sensor name: reason}`` for those not opened.
+    """The opened sensors and ``{name: reason}`` for what could not be opened: whole sensors (``"rapl"``)
+    and parts of opened ones (``"nvml:gpu1"``, see ``Sensor.unavailable``).
 
     ``cpu_tdp_w`` only matters for the estimate (see ``estimate``); an invalid
     value raises ValueError.  ``nvml_module`` replaces ``pynvml`` (tests).
@@ -27,19 +28,21 @@ def open_sensors(
     opened: list[Sensor] = []
     unavailable: dict[str, str] = {}
 
-    def keep(result: Sensor | Unavailable) -> bool:
+    def keep(result: Sensor | Unavailable) -> Sensor | None:
         if isinstance(result, Unavailable):
             unavailable[result.sensor] = result.reason
-            return False
+            return None
         opened.append(result)
-        return True
+        unavailable.update(result.unavailable)
+        return result
 
     try:
         if gpu:
             keep(nvml.probe(nvml_module))
         else:
             unavailable[nvml.NAME] = "not requested (gpu=False)"
-        if not keep(rapl.probe(rapl_root)):
+        cpu = keep(rapl.probe(rapl_root))
+        if cpu is None or not any(d.name.startswith("package-") for d in cpu.domains):
             keep(estimate.probe(cpu_tdp_w))
         keep(process.probe())
     except BaseException:

@@ -6,18 +6,15 @@ Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w`` and ``load
 
 - ``load``: machine-wide CPU utilisation, 0..1, since the previous read (since
   the sensor opened for the first): busy / total CPU time from
-  ``psutil.cpu_times()`` deltas, with psutil's conventions (idle and iowait
-  are idle; guest time is already inside user time).  When no CPU time has
-  passed between two reads (the counters move in 10 ms ticks) the second
+  ``psutil.cpu_times()`` deltas (``procstat.busy_total``).  When no CPU time
+  has passed between two reads (the counters move in 10 ms ticks) the second
   repeats the previous values (``None`` before the first interval) and the
   next covers both intervals.  Likewise a reading taken less than
-  ``min_interval_s`` (``MIN_INTERVAL_S``, 50 ms; in the domain's details)
-  after the last one that read the counters does not read them and repeats
-  the previous values: over 10 ms a CPU's ticks say only that it was busy or
-  idle, over 50 ms its load to 20 %, so faster reads would add noise, not
-  information, and cost a regeneration of ``/proc/stat`` each.  This holds
-  for the recorder's background ticks (``capture_tick``); its window edges,
-  like ``read()``, always read the counters.
+  ``min_interval_s`` (``procstat.MIN_INTERVAL_S``, 50 ms; in the domain's
+  details) after the last one that read the counters does not read them and
+  repeats the previous values (see ``procstat``).  This holds for the
+  recorder's background ticks (``capture_tick``); its window edges, like
+  ``read()``, always read the counters.
 - ``IDLE_FRACTION`` = 0.3: a package draws a sizeable share of its TDP even
   idle.  The linear idle-to-busy model is Fan, Weber and Barroso's ("Power
   provisioning for a warehouse-sized computer", ISCA 2007); 0.3 is a round
@@ -32,8 +29,7 @@ The domain's details record ``tdp_w``, where it came from, ``idle_fraction``
 and the formula.  Expect errors of tens of percent.
 
 Machine CPU times are ``psutil.cpu_times()``'s, read through a descriptor of
-``/proc/stat`` kept open (``ProcStatTimes``): one system call a read instead
-of opening the file every time, the same values.
+``/proc/stat`` kept open (``procstat.ProcStatTimes``).
 """
 from __future__ import annotations
 
@@ -44,7 +40,8 @@ from typing import Callable
 
 import psutil
 
-from .base import ESTIMATED, Domain, Unavailable
+from .base import ESTIMATED, Domain, Sensor, Unavailable
+from .procstat import MIN_INTERVAL_S, ProcStatTimes, busy_total
 
 NAME = "estimate"
 DOMAIN = "cpu_estimated"
@@ -53,15 +50,13 @@ IDLE_FRACTION = 0.3
 W_PER_LOGICAL_CPU = 4.0
 DEFAULT_TDP_CAP_W = 500.0
 TDP_ENV = "MEASURE_CPU_TDP_W"
-MIN_INTERVAL_S = 0.05
 MODEL = "power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the previous read"
 
 
-class CpuEstimate:
+class CpuEstimate(Sensor):
     """TDP x load model of the CPU's power."""
 
     name = NAME
-    available = True
 
     def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, min_interval_s: float = MIN_INTERVAL_S):
         self.tdp_w = tdp_w
@@ -71,7 +66,7 @@ class CpuEstimate:
         # a ProcStatTimes takes its raw bytes at the sampling instant and parses them when decoded
         self._capture = getattr(cpu_times, "raw", cpu_times)
         self._parse = getattr(cpu_times, "parse", lambda times: times)
-        self._last = _busy_total(cpu_times())
+        self._last = busy_total(cpu_times())
         self._values: dict[str, float | None] = dict.fromkeys(CHANNELS)
         details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL,
                    "min_interval_s": min_interval_s}
@@ -96,7 +91,7 @@ class CpuEstimate:
         """Load and power since the previous decoded reading; the previous values for ``None``."""
         if raw is None:
             return dict(self._values)
-        busy, total = _busy_total(self._parse(raw))
+        busy, total = busy_total(self._parse(raw))
         d_total = total - self._last[1]
         if d_total > 0:
             # clamped: /proc/stat's iowait may go backwards
@@ -110,31 +105,6 @@ class CpuEstimate:
         close = getattr(self._cpu_times, "close", None)
         if close is not None:
             close()
-
-
-class ProcStatTimes:
-    """``psutil.cpu_times()`` (same record type, same values) from a ``/proc/stat`` kept open."""
-
-    def __init__(self):
-        sample = psutil.cpu_times()
-        self._record, self._fields = type(sample), len(sample)
-        self._ticks = os.sysconf("SC_CLK_TCK")  # psutil's CLOCK_TICKS
-        self._fd = os.open("/proc/stat", os.O_RDONLY | os.O_CLOEXEC)
-
-    def __call__(self):
-        return self.parse(self.raw())
-
-    def raw(self) -> bytes:
-        """The start of ``/proc/stat`` (pread at offset 0 makes the kernel regenerate the file)."""
-        return os.pread(self._fd, 512, 0)
-
-    def parse(self, raw: bytes):
-        """The record, from the aggregate ``cpu`` line, which comes first."""
-        values = raw.split(b"\n", 1)[0].split()[1 : self._fields + 1]
-        return self._record(*[float(x) / self._ticks for x in values])
-
-    def close(self) -> None:
-        os.close(self._fd)
 
 
 def probe(
@@ -165,10 +135,3 @@ def probe(
         return CpuEstimate(tdp, source, cpu_times or ProcStatTimes(), min_interval_s)
     except (psutil.Error, OSError) as err:
         return Unavailable(NAME, f"cannot read machine CPU times: {err}")
-
-
-def _busy_total(times) -> tuple[float, float]:
-    """Busy and total CPU seconds from a ``psutil.cpu_times()`` record."""
-    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    return total - idle, total

@@ -9,28 +9,40 @@ Channels, each from one NVML call:
   nvmlDeviceGetPowerUsage (a 1 s average on Ampere and newer), mW / 1000; the
   domain's ``power_field`` says ``instant`` or ``average``;
 - ``sm_util_pct``: nvmlDeviceGetUtilizationRates().gpu;
-- ``mem_used_mb``: nvmlDeviceGetMemoryInfo().used, bytes / 2**20;
-- ``proc_mem_mb``: nvmlDeviceGetComputeRunningProcesses, usedGpuMemory summed
+- ``mem_used_mib``: nvmlDeviceGetMemoryInfo().used, bytes / 2**20;
+- ``proc_mem_mib``: nvmlDeviceGetComputeRunningProcesses, usedGpuMemory summed
   over this process and its descendants, bytes / 2**20; ``None`` when the
   driver does not report a process's memory;
 - ``sm_clock_mhz``: nvmlDeviceGetClockInfo(NVML_CLOCK_SM);
 - ``temp_c``: nvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU).
 
-A metric that raises NVMLError_NotSupported when the sensor opens (the energy
-counter before Volta) is left out of the device's channels and listed in the
-domain's ``unsupported``.  Older drivers report host PIDs to a process in a
-container's own PID namespace (``pid_namespace: "separate"``): none matches
-and ``proc_mem_mb`` reads 0.
+Faults degrade the metric or the device they hit, never the whole sensor:
+
+- a metric whose call raises any NVMLError when the sensor opens (the energy
+  counter before Volta: NVMLError_NotSupported; the per-process listing on a
+  driver without ``nvmlDeviceGetComputeRunningProcesses_v3``:
+  NVMLError_FunctionNotFound) is left out of the device's channels; the
+  domain's ``unsupported`` maps it to the error;
+- a device whose handle, name or UUID cannot be read when the sensor opens, or
+  none of whose metrics answers, is left out and reported in ``unavailable``
+  (``{"nvml:gpu<i>": reason}``); the other devices are sampled;
+- mid-run, a call that raises an NVMLError leaves that channel null, and
+  NVMLError_GpuIsLost the rest of its device's channels too (they are not
+  called again in that read); ``read`` then raises ``SensorError`` carrying
+  the values of every other channel.
+
+Older drivers report host PIDs to a process in a container's own PID namespace
+(``pid_namespace: "separate"``): none matches and ``proc_mem_mib`` reads 0.
 
 The recorder's ticks (``capture_tick``) read ``energy_j`` and ``power_w``
 every time and the other metrics at most every ``SLOW_INTERVAL_S`` (0.1 s),
-repeating their last values in between: NVML refreshes utilisation over its
-own sample period (1/6 s to 1 s), clocks and temperature move slowly, and
-listing the compute processes is the slowest call of all.  ``read()`` (the
-window's edges) reads everything.
+repeating their last values (and failures) in between: NVML refreshes
+utilisation over its own sample period (1/6 s to 1 s), clocks and temperature
+move slowly, and listing the compute processes is the slowest call of all.
+``read()`` (the window's edges) reads everything.
 
 Nothing touches NVML at import: ``probe`` calls ``nvmlInit``, ``close`` the
-matching ``nvmlShutdown``.  Any NVMLError in ``read`` becomes ``SensorError``.
+matching ``nvmlShutdown``.
 """
 from __future__ import annotations
 
@@ -42,7 +54,7 @@ from typing import Callable
 
 import psutil
 
-from .base import MEASURED, Domain, SensorError, Unavailable
+from .base import MEASURED, Domain, Sensor, SensorError, Unavailable
 
 NAME = "nvml"
 _MIB = 2**20
@@ -54,42 +66,63 @@ FAST_METRICS = ("energy_j", "power_w")  # read at every tick
 SLOW_INTERVAL_S = 0.1  # at ticks, the other metrics are read at most this often
 
 
-class NvmlSensor:
+Reader = tuple[str, Callable[[], float | None]]  # (channel, the call that reads it)
+
+
+class NvmlSensor(Sensor):
     """Every NVIDIA GPU NVML sees; opened by ``probe``."""
 
     name = NAME
-    available = True
 
-    def __init__(self, nvml, domains: tuple[Domain, ...], readers: list[tuple[str, Callable[[], float | None]]]):
+    def __init__(self, nvml, domains: tuple[Domain, ...], devices: list[list[Reader]],
+                 unavailable: dict[str, str]):
         self._nvml = nvml
-        self._readers = readers
-        self._fast_readers = [(c, r) for c, r in readers if c.rsplit(".", 1)[1] in FAST_METRICS]
-        self._last: dict[str, float | None] = {}
+        self._devices = devices  # per device, its channels' readers
+        self._fast_devices = [[(c, r) for c, r in readers if c.rsplit(".", 1)[1] in FAST_METRICS]
+                              for readers in devices]  # per device, those read at every tick
+        self._last: dict[str, float | None] = {}  # the last full read: values read
+        self._last_errors: dict[str, str] = {}  # and channels failed, with their error
         self._read_at = -math.inf
         self._open = True
         self.domains = domains
-        self.channels = tuple(channel for channel, _ in readers)
+        self.channels = tuple(channel for readers in devices for channel, _ in readers)
+        self.unavailable = unavailable
 
     def read(self) -> dict[str, float | None]:
-        """Every metric of every device."""
+        """Every metric of every device; ``SensorError`` with the channels read when any fails."""
         self._read_at = time.monotonic()
-        self._last = self._values(self._readers)
-        return dict(self._last)
+        self._last, self._last_errors = self._values(fast=False)
+        return _reading(self._last, self._last_errors)
 
     def capture_tick(self) -> dict[str, float | None]:
-        """Energy and power now; the other metrics too if ``SLOW_INTERVAL_S`` has passed, else their last values."""
+        """Energy and power now; the other metrics too if ``SLOW_INTERVAL_S`` has passed, else their last
+        values and failures."""
         if time.monotonic() - self._read_at >= SLOW_INTERVAL_S:
             return self.read()
-        return {**self._last, **self._values(self._fast_readers)}
+        fast, fast_errors = self._values(fast=True)
+        if not (fast_errors or self._last_errors):
+            return {**self._last, **fast}
+        values = {c: v for c, v in self._last.items() if c not in fast_errors}
+        values.update(fast)
+        errors = {c: e for c, e in self._last_errors.items() if c not in fast}
+        errors.update(fast_errors)
+        return _reading(values, errors)
 
-    def _values(self, readers) -> dict[str, float | None]:
-        values = {}
-        for channel, reader in readers:
-            try:
-                values[channel] = reader()
-            except self._nvml.NVMLError as err:
-                raise SensorError(f"{channel}: {type(err).__name__}: {err}") from err
-        return values
+    def _values(self, fast: bool) -> tuple[dict[str, float | None], dict[str, str]]:
+        """``({channel: value}, {channel: error})`` of every device's metrics, or of its fast ones only.
+
+        A lost device fails every channel, those not read now included (their last values are void)."""
+        values, errors = {}, {}
+        for readers, fast_readers in zip(self._devices, self._fast_devices):
+            for channel, reader in fast_readers if fast else readers:
+                try:
+                    values[channel] = reader()
+                except self._nvml.NVMLError as err:
+                    errors[channel] = _describe(err)
+                    if isinstance(err, self._nvml.NVMLError_GpuIsLost):  # its other calls would fail too
+                        errors.update((other, errors[channel]) for other, _ in readers if other not in values)
+                        break
+        return values, errors
 
     def close(self) -> None:
         if self._open:
@@ -98,8 +131,21 @@ class NvmlSensor:
                 self._nvml.nvmlShutdown()
 
 
+def _reading(values: dict[str, float | None], errors: dict[str, str]) -> dict[str, float | None]:
+    """``values``, or ``SensorError`` carrying them when a channel failed."""
+    if errors:
+        channel, error = next(iter(errors.items()))
+        more = f" (and {len(errors) - 1} more channel(s))" if len(errors) > 1 else ""
+        raise SensorError(f"{channel}: {error}{more}", values)
+    return values
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 def probe(nvml=None) -> NvmlSensor | Unavailable:
-    """Open every GPU, or say why not.  ``nvml``: a stand-in for ``pynvml``."""
+    """Open every GPU that answers, or say why none does.  ``nvml``: a stand-in for ``pynvml``."""
     if nvml is None:
         try:
             import pynvml as nvml
@@ -111,9 +157,14 @@ def probe(nvml=None) -> NvmlSensor | Unavailable:
         return Unavailable(NAME, f"nvmlInit failed: {err}")
     try:
         count = nvml.nvmlDeviceGetCount()
-        if count:
-            return _open(nvml, count)
-        reason = "NVML found no GPU"
+        if not count:
+            reason = "NVML found no GPU"
+        else:
+            sensor = _open(nvml, count)
+            if sensor.domains:
+                return sensor
+            reason = "no GPU could be opened: " + "; ".join(
+                f"{part.removeprefix(NAME + ':')}: {why}" for part, why in sensor.unavailable.items())
     except nvml.NVMLError as err:
         reason = f"NVML: {err}"
     with suppress(nvml.NVMLError):
@@ -123,47 +174,54 @@ def probe(nvml=None) -> NvmlSensor | Unavailable:
 
 def _open(nv, count: int) -> NvmlSensor:
     shared = {
-        "driver_version": nv.nvmlSystemGetDriverVersion(),
+        "driver_version": _driver_version(nv),
         "pid_namespace": {_HOST_PID_NS: "host", None: "unknown"}.get(_pid_namespace(), "separate"),
     }
     ours = _OurPids()
-    domains, readers = [], []
+    domains, devices, unavailable = [], [], {}
     for index in range(count):
-        domain, device_readers = _open_device(nv, index, shared, ours)
+        try:
+            domain, readers = _open_device(nv, index, shared, ours)
+        except nv.NVMLError as err:
+            unavailable[f"{NAME}:gpu{index}"] = _describe(err)
+            continue
+        if not readers:
+            unavailable[f"{NAME}:gpu{index}"] = "no metric answered: " + "; ".join(
+                f"{metric}: {why}" for metric, why in domain.details["unsupported"].items())
+            continue
         domains.append(domain)
-        readers += device_readers
-    return NvmlSensor(nv, tuple(domains), readers)
+        devices.append(readers)
+    return NvmlSensor(nv, tuple(domains), devices, unavailable)
 
 
-def _open_device(nv, index: int, shared: dict, ours: _OurPids):
+def _driver_version(nv) -> str | None:
+    try:
+        return nv.nvmlSystemGetDriverVersion()
+    except nv.NVMLError:
+        return None
+
+
+def _open_device(nv, index: int, shared: dict, ours: _OurPids) -> tuple[Domain, list[Reader]]:
+    """The device's domain and its metrics' readers; the metrics that fail are left out, with their error.
+
+    Raises NVMLError when the device itself cannot be opened (its handle, name or UUID)."""
     handle = nv.nvmlDeviceGetHandleByIndex(index)
+    details = {"index": index, "device_name": nv.nvmlDeviceGetName(handle), "uuid": nv.nvmlDeviceGetUUID(handle)}
     power_field = "instant"
     try:
         _instant_power_mw(nv, handle)
     except nv.NVMLError:
         power_field = "average"
-    readers, unsupported = [], []
+    readers, unsupported = [], {}
     for metric, reader in _metric_readers(nv, handle, power_field, ours).items():
         try:
             reader()
-        except nv.NVMLError_NotSupported:
-            unsupported.append(metric)
+        except nv.NVMLError as err:
+            unsupported[metric] = _describe(err)
             continue
         readers.append((f"gpu{index}.{metric}", reader))
-    domain = Domain(
-        name=f"gpu{index}",
-        sensor=NAME,
-        source=MEASURED,
-        channels=tuple(channel for channel, _ in readers),
-        details={
-            "index": index,
-            "device_name": nv.nvmlDeviceGetName(handle),
-            "uuid": nv.nvmlDeviceGetUUID(handle),
-            "power_field": None if "power_w" in unsupported else power_field,
-            "unsupported": unsupported,
-            **shared,
-        },
-    )
+    details.update(power_field=None if "power_w" in unsupported else power_field, unsupported=unsupported, **shared)
+    domain = Domain(f"gpu{index}", NAME, MEASURED, tuple(channel for channel, _ in readers), details=details)
     return domain, readers
 
 
@@ -173,7 +231,7 @@ def _metric_readers(nv, h, power_field: str, ours: _OurPids) -> dict[str, Callab
     else:
         power_mw = lambda: nv.nvmlDeviceGetPowerUsage(h)  # noqa: E731
 
-    def proc_mem_mb():
+    def proc_mem_mib():
         used = [p.usedGpuMemory for p in nv.nvmlDeviceGetComputeRunningProcesses(h) if p.pid in ours]
         return None if None in used else sum(used) / _MIB
 
@@ -181,8 +239,8 @@ def _metric_readers(nv, h, power_field: str, ours: _OurPids) -> dict[str, Callab
         "energy_j": lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000,
         "power_w": lambda: power_mw() / 1000,
         "sm_util_pct": lambda: float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
-        "mem_used_mb": lambda: nv.nvmlDeviceGetMemoryInfo(h).used / _MIB,
-        "proc_mem_mb": proc_mem_mb,
+        "mem_used_mib": lambda: nv.nvmlDeviceGetMemoryInfo(h).used / _MIB,
+        "proc_mem_mib": proc_mem_mib,
         "sm_clock_mhz": lambda: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
         "temp_c": lambda: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
     }
