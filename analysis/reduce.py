@@ -43,6 +43,7 @@ COUNTER_UPDATE_S = {"nvml": 0.1}
 # the window, and a zero mean power over an interval is a counter that did not move under it
 ALWAYS_POWERED = re.compile(r"gpu\d*|gpu_node|package-\d+|cpu_package|dram(-\d+)?|psys")
 UNRESOLVED_METHOD = "trapezoid (counter did not resolve the window)"
+OTHER_LOAD_WARNING = 0.10  # share of the machine's CPUs busy with other work above which a window is warned about
 
 
 def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,6 +104,7 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
                 stat = pd.Series(inside[f"{domain}.{metric}"].to_numpy()).groupby(wcode).agg(how)
                 parts.append(_rows(ids, domain, quantity, stat.reindex(range(n)).to_numpy(), unit, source,
                                    f"{how} over the window"))
+    parts += _other_load(inside, wcode, ids, spans, sensors, paths)
     for i in np.flatnonzero(~(win.has_start & win.has_end)):
         lacking = " and ".join(m for m, has in (("start", win.has_start[i]), ("end", win.has_end[i])) if not has)
         warn(f"{paths[i]}: no '{lacking}' sample, the window is incomplete; energies over the "
@@ -206,6 +208,32 @@ def _gpu_of_process(frame: pd.DataFrame, run: np.ndarray, info: pd.DataFrame) ->
         if held.sum() == 1 and possible.sum() == 1:
             found[i] = channels[int(np.flatnonzero(held)[0])].split(".")[0]
     return found
+
+
+def _other_load(inside: pd.DataFrame, run: np.ndarray, ids, window_s: np.ndarray, sensors: list,
+                paths: list) -> list[pd.DataFrame]:
+    """The share of the machine's CPUs that other work kept busy during each window (domain ``host``,
+    quantity ``other_cpu_load``): (machine-wide busy CPU seconds − this process tree's) / (window × logical
+    CPUs), from the ``host.busy_cpu_s`` and ``process.cpu_s`` counters at the window's edges. A window where
+    it reaches ``OTHER_LOAD_WARNING`` is warned about: its energies include other work's (the CPU estimate's
+    above all), and its latencies may be slowed by it."""
+    if "host.busy_cpu_s" not in inside or "process.cpu_s" not in inside or not len(run):
+        return []
+    n = len(ids)
+    first, last = en.run_edges(run)
+    present = np.zeros(n, dtype=bool)
+    present[run[first]] = True
+    busy, own = inside["host.busy_cpu_s"].to_numpy(dtype=float), inside["process.cpu_s"].to_numpy(dtype=float)
+    cpus = np.array([(s.get("host") or {}).get("logical_cpus") or np.nan for s in sensors], dtype=float)
+    other = np.full(n, np.nan)
+    at = run[first]
+    other[at] = ((busy[last] - busy[first]) - (own[last] - own[first])) / (window_s[at] * cpus[at])
+    other = np.clip(other, 0.0, 1.0)  # the two counters tick at different resolutions
+    for i in np.flatnonzero(other >= OTHER_LOAD_WARNING):
+        warn(f"{paths[i]}: other processes kept {other[i]:.0%} of the machine's CPUs busy during the window; "
+             "its energies include their work (an estimated CPU energy above all) and its latencies may be slowed")
+    return [_rows(ids, "host", "other_cpu_load", other, "fraction of CPUs", "measured",
+                  "busy CPU time of the machine minus this process tree's, at the window's edges")]
 
 
 def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd.DataFrame:

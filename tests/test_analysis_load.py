@@ -507,3 +507,24 @@ def test_a_counter_sampled_faster_than_it_updates_is_aligned_on_its_updates(tmp_
     study = load_study(tmp_path)
     assert energy(study, "gpu", "method", input_size=64) == "counter_aligned"
     assert energy(study, "gpu", "energy_j") == pytest.approx(300.0, rel=1e-6)
+
+
+def with_cpu_counters(folder, busy_per_s, own_per_s, cpus=8):
+    """Add the machine's and this process tree's cumulative CPU seconds to a run, growing at these rates."""
+    lines = [json.loads(line) for line in lines_of(folder)]
+    for line in lines:
+        line["host.busy_cpu_s"] = 1000.0 + busy_per_s * line["t_s"]
+        line["process.cpu_s"] = 50.0 + own_per_s * line["t_s"]
+    rewrite(folder, [json.dumps(line) + "\n" for line in lines])
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sensors"]["host"] = {"sensor": "process", "source": "measured", "channels": ["host.busy_cpu_s"],
+                               "counter_wrap_j": None, "logical_cpus": cpus}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_other_work_on_the_machine_is_measured_and_warned_about(tmp_path):
+    with_cpu_counters(write_run(tmp_path, run=0), busy_per_s=1.2, own_per_s=1.0)  # 0.2 of 8 CPUs: 2.5 %
+    with_cpu_counters(write_run(tmp_path, run=1), busy_per_s=5.0, own_per_s=1.0)  # 4 of 8 CPUs: 50 %
+    study = load_warned(tmp_path, r"run_1: other processes kept 50% of the machine's CPUs busy during the window")
+    assert energy(study, "host", "other_cpu_load", run=0) == pytest.approx(0.025)
+    assert energy(study, "host", "other_cpu_load", run=1) == pytest.approx(0.5)
