@@ -46,8 +46,8 @@ def named(names: Mapping[str, str], key: str) -> str:
 @dataclass(frozen=True)
 class Preset:
     """A study's protocol for one model: sizes, timed iterations per run (``iterations_at``: per size; None:
-    as many as fill ``min_window_s`` seconds), runs, untimed warm-up inferences, idle recording (s) and
-    sampling period (s)."""
+    as many as fill ``min_window_s`` seconds), runs, untimed warm-up inferences, idle recording (s),
+    sampling period (s), and the grid's batch sizes and dtypes with the cells' order."""
 
     sizes: tuple[int, ...]
     iterations: int | None
@@ -57,6 +57,9 @@ class Preset:
     idle_s: float = 5.0
     period_s: float = 0.1
     min_window_s: float = 2.0
+    batch_sizes: tuple[int, ...] = (1,)
+    dtypes: tuple[str, ...] = ("fp32",)
+    order: str = "sequential"
 
 
 RESNET_SIZES = (8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -88,6 +91,16 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "alexnet": Preset((224,), 2000, warmup=20, period_s=0.02),
         "resnet50": Preset(RESNET_SIZES, 400, warmup=20, period_s=0.02, iterations_at={4096: 100}),
         "bert": Preset(BERT_SIZES, 300, warmup=20, period_s=0.02),
+    },
+    # Batch size x dtype at one input size, runs interleaved so that drift spreads over every configuration;
+    # iterations fill a window of min_window_s at each point. On a GPU (scripts/gpu_study.sh) and on a CPU.
+    "gpu-batch": {
+        "resnet50": Preset((224,), None, runs=5, warmup=20, period_s=0.02, min_window_s=1.0,
+                           batch_sizes=(1, 8, 32, 128), dtypes=("fp32", "bf16", "fp16"), order="interleave"),
+    },
+    "cpu-batch": {
+        "resnet50": Preset((64,), None, runs=5, warmup=3, min_window_s=1.0, batch_sizes=(1, 4, 16),
+                           dtypes=("fp32", "bf16"), order="interleave"),
     },
 }
 # Any other model (torchvision:<name>, hf:<name>): a protocol per unit of its input size.
@@ -205,7 +218,8 @@ class Plan:
             raise PlanError(f"Plan.from_preset() got unknown keyword(s) {', '.join(unknown)}; "
                             f"it takes {', '.join(sorted(known))}")
         plan = cls(model, list(chosen.sizes), chosen.iterations, chosen.runs, chosen.warmup,
-                   period_s=chosen.period_s, idle_s=chosen.idle_s, min_window_s=chosen.min_window_s)
+                   period_s=chosen.period_s, idle_s=chosen.idle_s, min_window_s=chosen.min_window_s,
+                   batch_sizes=list(chosen.batch_sizes), dtypes=list(chosen.dtypes), order=chosen.order)
         given = {name: value for name, value in overrides.items() if value is not None}
         if "precision" in given and "runs" not in given:
             plan.runs = MIN_PRECISION_RUNS

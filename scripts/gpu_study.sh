@@ -8,9 +8,15 @@
 #
 # Full ResNet50 (8..4096 px) and BERT (50..500 tokens) sweeps and the AlexNet
 # point, 10 runs each, with iterations cut so the whole study takes about six
-# minutes on a recent GPU: the package's gpu-study preset (measure/plan.py). It checks that the GPU energy is *measured* (NVML
-# energy counter), then packs the run trees into $OUT/gpu_study.tar.gz and writes
-# one summary CSV and one per-run CSV per model, and a log, beside it.
+# minutes on a recent GPU (the package's gpu-study preset, measure/plan.py);
+# ResNet50 at 224 px over batch sizes 1..128 and fp32/bf16/fp16 (the gpu-batch
+# preset, about two minutes); and a test of NVML's energy counter with a
+# square-wave load at several phases of its updates (benchmarks/nvml_phase.py,
+# about a minute). It checks that the GPU energy is *measured* (NVML energy
+# counter), then packs the run trees into $OUT/gpu_study.tar.gz and writes one
+# summary CSV and one per-run CSV per sweep, the batch x dtype comparison, the
+# phase test's nvml_phase.json and a log beside it. Nothing is changed on the
+# GPU: no clock, power limit or persistence setting.
 #
 # Environment: OUT (default ./gpu_results), DEVICE (default cuda), RUNS (default 10),
 # SCALE (multiplies every iteration count; default 1), PYTHON (default python3).
@@ -57,6 +63,14 @@ run alexnet
 run resnet50
 run bert
 
+# Batch size x dtype (the gpu-batch preset: ResNet50 at 224 px, batch 1..128, fp32/bf16/fp16, runs interleaved)
+echo "== resnet50: gpu-batch preset, on $DEVICE" | tee -a "$log"
+"$PYTHON" -m measure run resnet50 --preset gpu-batch --device "$DEVICE" --out "$trees/resnet50_batch" --no-progress \
+    2>&1 | tee -a "$log" || [ "${PIPESTATUS[0]}" -eq 1 ]
+
+# Does NVML's energy counter see a short burst of work whatever its phase? (benchmarks/nvml_phase.py)
+"$PYTHON" "$here/benchmarks/nvml_phase.py" --out "$OUT" 2>&1 | tee -a "$log" || echo "note: the NVML phase test failed" | tee -a "$log"
+
 # The GPU energy must come from a real sensor: in every complete run, the GPU the model ran on (gpu_domain,
 # matched by UUID) has a measured NVML energy counter.
 "$PYTHON" - "$trees" <<'PY' 2>&1 | tee -a "$log"
@@ -77,9 +91,10 @@ if bad:
 print("check: GPU energy measured by the NVML energy counter of the run's GPU in every complete run")
 PY
 
-for model in alexnet resnet50 bert; do
+for model in alexnet resnet50 bert resnet50_batch; do
   "$PYTHON" -m analysis summarize "$trees/$model" -o "$OUT/${model}_summary.csv" --runs-csv "$OUT/${model}_runs.csv"
 done
+"$PYTHON" -m analysis compare "$trees/resnet50_batch" --baseline dtype=fp32 batch_size=1 -o "$OUT/resnet50_batch_compare.csv"
 tar -C "$trees" -czf "$OUT/gpu_study.tar.gz" .
 rm -rf "$trees"
 echo "GPU study written to $OUT (gpu_study.tar.gz, *_summary.csv, *_runs.csv, gpu_study.log)"

@@ -7,10 +7,27 @@ from measure.__main__ import OPTIONS
 from measure.plan import MIN_PRECISION_RUNS, PRESETS, Cell, Config, Plan, PlanError
 
 
+def test_batch_presets_are_a_grid_of_batch_size_and_dtype_in_interleaved_order():
+    plan = Plan.from_preset("resnet50", "gpu-batch")
+    assert (plan.sizes, plan.batch_sizes, plan.dtypes, plan.order) == ([224], [1, 8, 32, 128],
+                                                                        ["fp32", "bf16", "fp16"], "interleave")
+    assert plan.iterations is None and plan.min_window_s == 1.0 and plan.runs == 5
+    cells = plan.cells()
+    assert len(cells) == 4 * 3 * 5 and {c.run for c in cells[:12]} == {0}  # run 0 of every configuration first
+
+
+def test_models_without_a_preset_take_the_generic_protocol_of_their_unit():
+    plan = Plan.from_preset("torchvision:mobilenet_v3_small", quick=True, size_unit="px")
+    assert plan.sizes == [32, 64, 128, 224] and plan.iterations is None and plan.min_window_s == 0.5
+    assert Plan.from_preset("hf:distilbert", size_unit="tokens").sizes == [32, 64, 128, 256, 512]
+    with pytest.raises(PlanError, match="preset 'cpu-study' has no protocol for 'hf:gpt2'"):
+        Plan.from_preset("hf:gpt2", "cpu-study", size_unit="tokens")
+
+
 def test_presets_are_named_once_for_every_model():
-    assert set(PRESETS) == {"seed", "quick", "cpu-study", "gpu-study"}
-    for preset in PRESETS.values():
-        assert set(preset) == {"alexnet", "resnet50", "bert"}
+    assert set(PRESETS) == {"seed", "quick", "cpu-study", "gpu-study", "gpu-batch", "cpu-batch"}
+    for name, preset in PRESETS.items():
+        assert set(preset) == ({"resnet50"} if name.endswith("-batch") else {"alexnet", "resnet50", "bert"})
     seed = Plan.from_preset("resnet50")
     assert seed.sizes == [8, 32, 64, 128, 256, 512, 1024, 2048, 4096] and seed.iterations == 5000
     assert seed.iterations_for(4096) == 1000 and (seed.runs, seed.warmup, seed.idle_s) == (10, 50, 5.0)
