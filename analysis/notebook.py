@@ -48,7 +48,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from measure.plan import Plan
+from measure.plan import DTYPES, EXECUTIONS, Plan
 
 from . import export, metadata, plots
 from .comparison import compare
@@ -133,15 +133,19 @@ def short_message(message: str, start: str | Path = ".") -> str:
 
 
 @contextlib.contextmanager
-def short_warnings(stream=None) -> Iterator[None]:
+def short_warnings(stream=None, seen: set[str] | None = None) -> Iterator[None]:
     """Inside: every warning is shown as one line, ``Category: message`` (no source line, paths
     shortened by ``short_message``), on ``stream`` (default: stderr, read when shown);
-    ``AnalysisWarning`` always, even if the same was shown before; tqdm's note that ipywidgets is
-    missing is not shown (progress bars are off in notebooks). Nothing is silenced otherwise, and
-    ``warnings`` is restored on exit."""
+    ``AnalysisWarning`` always, even if the same was shown before, unless its line is in ``seen``
+    (the lines shown are added to it); tqdm's note that ipywidgets is missing is not shown (progress
+    bars are off in notebooks). Nothing is silenced otherwise, and ``warnings`` is restored on exit."""
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        target = stream or file or sys.stderr
-        target.write(f"{category.__name__}: {short_message(str(message))}\n")
+        text = f"{category.__name__}: {short_message(str(message))}"
+        if seen is not None:
+            if text in seen:
+                return
+            seen.add(text)
+        (stream or file or sys.stderr).write(text + "\n")
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", AnalysisWarning)
@@ -226,14 +230,19 @@ def _plan_protocol(plan: Plan) -> dict[str, str]:
 
 def _study_protocol(study: Study) -> dict[str, str]:
     runs = study.runs
-    by_size = runs.groupby("input_size")["iterations"].agg(lambda s: _listed(metadata.distinct(s)))
+
+    def counts(values: pd.Series) -> str:
+        found = sorted(metadata.distinct(values))
+        return _number(found[0]) if len(found) == 1 else f"{_number(found[0])}–{_number(found[-1])} by configuration"
+
+    by_size = runs.groupby("input_size")["iterations"].agg(counts)
     timed = by_size.iloc[0] if by_size.nunique() == 1 else ", ".join(f"{n} at {_number(s)}"
                                                                         for s, n in by_size.items())
     points = runs.groupby([d for d in study.dimensions if d != "label"], observed=True)["run"].nunique()
     return {"input sizes": _listed(sorted(metadata.distinct(runs["input_size"]))),
-            "configurations": _configurations(*(sorted(metadata.distinct(runs[d]), key=str) if d == "dtype" else
-                                                sorted(metadata.distinct(runs[d]))
-                                                for d in ("batch_size", "dtype", "execution"))),
+            "configurations": _configurations(sorted(metadata.distinct(runs["batch_size"])),
+                                              [d for d in DTYPES if d in set(runs["dtype"])],
+                                              [e for e in EXECUTIONS if e in set(runs["execution"])]),
             "timed inferences per run": timed, "untimed warm-up per run": _listed(metadata.distinct(runs["warmup"])),
             "runs per point": _listed(sorted(metadata.distinct(points))),
             "sampling period (s)": _listed(metadata.distinct(runs["period_s"]))}
@@ -266,6 +275,13 @@ def latency_model(plan: Plan, reference: Study | None) -> tuple[dict[tuple, floa
         out[config, size] = float(near["latency_s"] * (size / near["input_size"]) ** unit_exponent
                                   * config.batch_size / near["batch_size"])
     return out, source
+
+
+def _device_name(name: str) -> str:
+    """``cpu``, ``cuda:0``: the device ``name`` (``auto`` included) resolves to here."""
+    from measure.sweep import resolve_device
+
+    return str(resolve_device(name))
 
 
 def _device_kind(name: str) -> str:
@@ -354,6 +370,11 @@ class StudyNotebook:
         self.measured: set[str] = set()  # the folders under ``out`` measured by this notebook
         self.numbers: dict[str, object] = {}
         self.texts: dict[str, str] = {}
+        self.warned: set[str] = set()  # warnings shown once by this notebook's calls
+
+    def quiet(self) -> contextlib.AbstractContextManager:
+        """``short_warnings`` that shows each warning once in this notebook."""
+        return short_warnings(seen=self.warned)
 
     # ---------------------------------------------------------------- setting up and measuring
 
@@ -376,8 +397,9 @@ class StudyNotebook:
         ``iterations="auto"``: as many as fill ``min_window_s`` at every size."""
         model = model or self.name
         auto = iterations == "auto"
-        plan = Plan.from_preset(model, PROFILES[self.profile], size_unit=_size_unit(model), device=self.device,
-                                iterations=None if auto else iterations, **overrides)
+        with self.quiet():  # the model's unit of size comes from its library (transformers for hf:)
+            plan = Plan.from_preset(model, PROFILES[self.profile], size_unit=_size_unit(model), device=self.device,
+                                    iterations=None if auto else iterations, **overrides)
         if auto:
             plan.iterations, plan.iterations_at = None, {}
         return plan
@@ -398,7 +420,7 @@ class StudyNotebook:
         shard each, one after the other (runs that start cold).
         """
         expected = self.expected(plan, reference)
-        with short_warnings():
+        with self.quiet():
             if self.profile == "full" and _device_kind(plan.device) == "cpu":
                 warnings.warn(f"the full profile on a CPU: measuring {plan.model} would take {expected}", UserWarning)
         if not self.fresh:
@@ -407,11 +429,11 @@ class StudyNotebook:
             return None
         tree = self.out / folder
         grid = " x ".join(str(len(v)) for v in (plan.sizes, plan.configs()))
-        print(f"measuring {plan.model}: {grid} point(s) x {plan.runs} run(s) on {plan.device} "
+        print(f"measuring {plan.model}: {grid} point(s) x {plan.runs} run(s) on {_device_name(plan.device)} "
               f"into {display_path(tree)}; expected {expected}", flush=True)
         began = time.perf_counter()
         _remove_tree(tree)
-        with short_warnings():
+        with self.quiet():
             if processes:
                 for shard in range(processes):
                     _measure_in_process(plan, tree, (shard, processes))
@@ -433,7 +455,7 @@ class StudyNotebook:
         study = self.fresh_study(folder)
         prefix = "" if folder == "tree" else folder.replace("/", "_") + "_"
         summary, runs = self.out / f"{prefix}summary.csv", self.out / f"{prefix}runs.csv"
-        with short_warnings():
+        with self.quiet():
             export.wide_summary(summarize(study), study).to_csv(summary, index=False)
         study.wide().to_csv(runs, index=False)
         return summary, runs
@@ -444,7 +466,7 @@ class StudyNotebook:
         """``(committed, study)``: ``data/<folder>`` labelled ``committed``, and the same with this
         notebook's fresh ``out/<folder>`` (labelled ``fresh``) as one study, so that figures draw both on
         the same axes; ``study`` is ``committed`` when nothing was measured."""
-        with short_warnings():
+        with self.quiet():
             committed = load_study(self.data / folder, labels=LABELS[:1])
             if folder not in self.measured:
                 return committed, committed
@@ -464,20 +486,22 @@ class StudyNotebook:
         if "fresh" not in set(study.runs["label"]):
             print("no fresh measurement to compare with the committed one")
             return None
-        with short_warnings():
+        with self.quiet():
             table = compare(study, baseline="committed", by=["label"],
                             quantities=("latency_median_s", "energy_per_inference_j", "mean_power_w"))
         self.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(self.out / f"{key}_comparison.csv", index=False)
         print(export.comparison_text(table))
-        self.say(key, FRESH_TEMPLATE, **_fresh_values(table))
+        threads = {label: sorted(metadata.distinct(study.runs.loc[study.runs["label"] == label, "threads"]))
+                   for label in LABELS}
+        self.say(key, FRESH_TEMPLATE, **_fresh_values(table, threads))
         return table
 
     def fresh_study(self, folder: str = "tree") -> Study | None:
         """``out/<folder>`` alone, labelled ``fresh``, when this notebook measured it; else None."""
         if folder not in self.measured:
             return None
-        with short_warnings():
+        with self.quiet():
             return load_study(self.out / folder, labels=list(LABELS[1:]))
 
     # ---------------------------------------------------------------- showing and writing
@@ -565,8 +589,8 @@ def data_values(study: Study) -> dict[str, object]:
 
 FRESH_TEMPLATE = """
 **Fresh against committed.** At the {points} point(s) measured both times ({runs} fresh runs per point
-against {baseline_runs} committed), the fresh latency per inference is {latency} the committed one{energy}.
-{unreliable}{hardware}
+against {baseline_runs} committed), the fresh latency per inference against the committed one is
+{latency}{energy}. {unreliable}{hardware}{threads}
 """
 
 
@@ -580,8 +604,9 @@ def _span(rows: pd.DataFrame) -> str:
     return f"{rows['ratio'].min():.3g}× to {rows['ratio'].max():.3g}× ({verdicts} of {len(rows)} points)"
 
 
-def _fresh_values(table: pd.DataFrame) -> dict[str, object]:
-    """The values of ``FRESH_TEMPLATE`` from a comparison of the fresh runs with the committed ones."""
+def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] = {}) -> dict[str, object]:
+    """The values of ``FRESH_TEMPLATE`` from a comparison of the fresh runs with the committed ones and the
+    torch threads of each label."""
     known = table[np.isfinite(table["ratio"].astype(float))]
     latency = known[known["quantity"] == "latency_median_s"]
     energy = known[known["quantity"] == "energy_per_inference_j"]
@@ -589,7 +614,7 @@ def _fresh_values(table: pd.DataFrame) -> dict[str, object]:
     energy_text = ""
     for domain, rows in energy.groupby("domain", observed=True, sort=False):
         source = metadata.joined(rows["source"])
-        energy_text += f", and its {plots.domain_name(str(domain))} energy per inference ({source}) {_span(rows)}"
+        energy_text += f"; its {plots.domain_name(str(domain))} energy per inference ({source}): {_span(rows)}"
     if energy.empty:
         energy_text = "; no energy figure was measured both times, so no energy is compared"
     hardware = metadata.distinct(table["hardware"])
@@ -599,10 +624,11 @@ def _fresh_values(table: pd.DataFrame) -> dict[str, object]:
     else:
         hardware_text = (f"Both ran on the same hardware ({'; '.join(map(str, hardware))}), so these differences do "
                          "not come from the model or the machine: on a shared machine they come from background "
-                         "load. Other processes slow the inferences down")
+                         "load. Other processes slow down the inferences of whichever run shares the machine with "
+                         "them")
         if (energy["source"] == "estimated").any():
             hardware_text += (", and an estimated CPU energy, which follows the whole machine's load, rises with "
-                              "them")
+                              "that load")
             if not power.empty:
                 hardware_text += (f": its mean power was {power['median_baseline'].median():.3g} W in the "
                                   f"committed runs and {power['median'].median():.3g} W in the fresh ones")
@@ -614,7 +640,10 @@ def _fresh_values(table: pd.DataFrame) -> dict[str, object]:
             "runs": _listed(sorted(metadata.distinct(latency["n"]))),
             "baseline_runs": _listed(sorted(metadata.distinct(latency["n_baseline"]))),
             "latency": _span(latency) if not latency.empty else "not comparable", "energy": energy_text,
-            "unreliable": unreliable, "hardware": hardware_text}
+            "unreliable": unreliable, "hardware": hardware_text,
+            "threads": "" if len({tuple(v) for v in threads.values()}) <= 1 else
+            " The two sides also ran with different torch threads (" + ", ".join(
+                f"{label}: {_listed(v)}" for label, v in threads.items()) + "), which changes the latency by itself."}
 
 
 def _remove_tree(tree: Path) -> None:

@@ -49,6 +49,9 @@ def execute(name: str, results: Path, timeout_s: int, into_notebooks: bool) -> s
                            resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
         except CellExecutionError as failure:
             error = str(failure).strip().splitlines()[-1]
+        finally:  # a kernel manager given to nbclient is the caller's to stop
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=True)
     nbformat.write(notebook, results / f"{name}.ipynb")
     html, _ = HTMLExporter().from_notebook_node(notebook)
     (results / f"{name}.html").write_text(html, encoding="utf-8")

@@ -28,14 +28,14 @@ ESTIMATE = {"tdp_w": 8.0, "tdp_source": "MEASURE_CPU_TDP_W", "idle_fraction": 0.
 
 
 def tree(root, sizes=(64, 128), runs=3, latency=0.01, power_w=CPU_ONLY, device="cpu", batch_sizes=(1,),
-         model="resnet50", hardware=None):
+         model="resnet50", hardware=None, threads=1):
     """A synthetic tree of ``model`` on ``device`` (one tree per batch size, ``root/batch<b>``): ``latency`` s
     per inference at 64 px, scaled by image area and batch; the CPU estimate's model is ``ESTIMATE``."""
     for size in sizes:
         for batch in batch_sizes:
             for run in range(runs):
                 folder = write_run(root / f"batch{batch}", model, size, run, power_w=power_w, device=device,
-                                   batch_size=batch, latency_s=latency * (size / 64) ** 2 * batch, threads=1)
+                                   batch_size=batch, latency_s=latency * (size / 64) ** 2 * batch, threads=threads)
                 meta = json.loads((folder / "meta.json").read_text())
                 meta["host"]["cpu_model"] = hardware or meta["host"]["cpu_model"]
                 if "cpu_estimated" in meta["sensors"]:
@@ -214,18 +214,20 @@ def test_compare_fresh_says_ratios_and_background_load_on_the_same_hardware(tmp_
     assert latency["ratio"].tolist() == pytest.approx([2.0, 2.0])
     text = " ".join(nb.texts["fresh"].split())  # as Markdown reads it: line breaks are spaces
     assert "At the 2 point(s) measured both times (5 fresh runs per point against 5 committed)" in text
-    assert "2× to 2× (higher at 2 of 2 points)" in text
+    assert "against the committed one is 2× to 2× (higher at 2 of 2 points)" in text
+    assert "energy per inference (estimated): " in text and "6 W in the committed runs and 8 W" in text
     assert "background load" in text and "(n < 5)" not in text
 
 
 def test_compare_fresh_says_when_the_hardware_differs_and_when_runs_are_few(tmp_path):
     committed = tree(tmp_path / "committed", runs=5)
-    fresh = tree(tmp_path / "fresh", runs=3, sizes=(64,), hardware="Other CPU")
+    fresh = tree(tmp_path / "fresh", runs=3, sizes=(64,), hardware="Other CPU", threads=2)
     nb = StudyNotebook("x", "quick", "cpu", tmp_path / "out", 0, False)
     nb.compare_fresh(study_of(committed, fresh, labels=["committed", "fresh"]))
     text = " ".join(nb.texts["fresh"].split())  # as Markdown reads it: line breaks are spaces
     assert "The hardware differs (Other CPU vs Synthetic CPU)" in text and "background load" not in text
     assert "With 3 runs on one side" in text and "(n < 5)" in text
+    assert "different torch threads (committed: 1, fresh: 2)" in text
 
 
 def test_compare_fresh_without_a_fresh_run(tmp_path, capsys):
