@@ -60,7 +60,7 @@ from .tables import Study, load_study
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"quick": "quick", "full": "seed"}  # notebook profile -> measuring preset
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-INLINE_DPI = 96  # figures in the notebook; the saved PNG has plots.DPI
+INLINE_DPI = 80  # figures in the notebook; the saved PNG has plots.DPI
 RUN_OVERHEAD_S = 0.5  # per run, besides its inferences: sensors, files, FLOPs count
 TIMED_INFERENCES = 3  # inferences timed per size to estimate a duration without committed data
 LABELS = ("committed", "fresh")
@@ -220,8 +220,10 @@ def _plan_protocol(plan: Plan) -> dict[str, str]:
     if plan.iterations is None and not plan.iterations_at:
         timed = f"as many as fill {_number(plan.min_window_s)} s"
     else:
-        timed = ", ".join(f"{plan.iterations_for(s)} at {s}" for s in plan.sizes) if plan.iterations_at \
-            else str(plan.iterations)
+        others = [s for s in plan.sizes if plan.iterations_for(s) != plan.iterations]
+        timed = ", ".join(f"{plan.iterations_for(s)} at {s}" for s in others)
+        if plan.iterations is not None:
+            timed = f"{plan.iterations} ({timed})" if others else str(plan.iterations)
     return {"input sizes": _listed(plan.sizes),
             "configurations": _configurations(plan.batch_sizes, plan.dtypes, plan.executions),
             "timed inferences per run": timed, "untimed warm-up per run": str(plan.warmup),
