@@ -606,7 +606,7 @@ def _span(rows: pd.DataFrame) -> str:
     return f"{rows['ratio'].min():.3g}× to {rows['ratio'].max():.3g}× ({verdicts} of {len(rows)} points)"
 
 
-def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] = {}) -> dict[str, object]:
+def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] | None = None) -> dict[str, object]:
     """The values of ``FRESH_TEMPLATE`` from a comparison of the fresh runs with the committed ones and the
     torch threads of each label."""
     known = table[np.isfinite(table["ratio"].astype(float))]
@@ -643,7 +643,7 @@ def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] = {}) -> dict
             "baseline_runs": _listed(sorted(metadata.distinct(latency["n_baseline"]))),
             "latency": _span(latency) if not latency.empty else "not comparable", "energy": energy_text,
             "unreliable": unreliable, "hardware": hardware_text,
-            "threads": "" if len({tuple(v) for v in threads.values()}) <= 1 else
+            "threads": "" if len({tuple(v) for v in (threads or {}).values()}) <= 1 else
             " The two sides also ran with different torch threads (" + ", ".join(
                 f"{label}: {_listed(v)}" for label, v in threads.items()) + "), which changes the latency by itself."}
 
@@ -659,16 +659,18 @@ def _remove_tree(tree: Path) -> None:
 
 
 def _measure_in_process(plan: Plan, tree: Path, shard: tuple[int, int]) -> None:
-    """Run ``run_study(plan, tree, shard=shard)`` in a new Python process importing this checkout."""
-    code = ("import json, sys; from measure.plan import Plan; from measure.sweep import run_study; "
+    """Run ``run_study(plan, tree, shard=shard)`` in a new Python process importing this checkout; its
+    warnings are shown here, one line each."""
+    code = ("import json, sys, warnings; from measure.plan import Plan; from measure.sweep import run_study; "
+            "warnings.showwarning = lambda m, c, *a, **k: print(f'{c.__name__}: {m}', file=sys.stderr); "
             "run_study(Plan.from_record(json.loads(sys.argv[1])), sys.argv[2], shard=(int(sys.argv[3]), "
             "int(sys.argv[4])), progress=False)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code, json.dumps(plan.record()), str(tree), *map(str, shard)],
                           capture_output=True, text=True, env=env)
     for line in done.stderr.splitlines():
-        if "Warning" in line:
-            print(short_message(line.strip()), file=sys.stderr)
+        if re.match(r"\w+Warning: ", line):
+            print(short_message(line), file=sys.stderr)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(f"measuring shard {shard[0]}/{shard[1]} failed: {short_message(last)}")

@@ -328,3 +328,16 @@ def test_load_reads_committed_and_fresh_as_one_labelled_study(tmp_path):
     committed, study = nb.load()
     assert sorted(study.runs["label"].unique()) == ["committed", "fresh"]
     assert set(nb.fresh_study().runs["label"]) == {"fresh"}
+
+
+def test_cold_runs_are_measured_one_new_process_each(tmp_path, capsys):
+    nb = StudyNotebook("alexnet", "quick", "cpu", tmp_path / "out", 0, fresh=True)
+    plan = nb.plan(sizes=[64], iterations=2, warmup=0, runs=2, idle_s=0.2)
+    reference = study_of(tree(tmp_path / "data", sizes=(64,), model="alexnet"))
+    tree_out = nb.measure(plan, "cold", reference=reference, processes=2)
+    idle = sorted(p.name for p in (tree_out / "idle").iterdir())
+    assert len(idle) == 2 and len({name.rsplit("_", 1)[1] for name in idle}) == 2  # two process ids
+    fresh = nb.fresh_study("cold")
+    assert sorted(fresh.runs["run"]) == [0, 1] and (fresh.runs["status"] == "complete").all()
+    assert (tmp_path / "out" / "cold_summary.csv").is_file() and (tmp_path / "out" / "cold_runs.csv").is_file()
+    assert all(line.split(": ", 1)[0].endswith("Warning") for line in capsys.readouterr().err.splitlines())
