@@ -1,12 +1,13 @@
-# Two commands do everything: `make study` and `make test`.
+# Two commands do everything: `make study` and `make test`; `make measure` and `make analysis` run the CLIs.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RESULTS ?= results
 STUDY_PROFILE ?= quick
+ARGS ?= --help
 
-.PHONY: install test study bench clean
+.PHONY: install test study measure analysis bench clean
 
 install: $(STAMP)
 
@@ -23,6 +24,13 @@ test: install
 
 study: install
 	$(PY) scripts/run_study.py --profile $(STUDY_PROFILE) --results $(RESULTS)
+
+# make measure ARGS="run resnet50 --quick"; make analysis ARGS="summarize runs/resnet50"
+measure: install
+	$(PY) -m measure $(ARGS)
+
+analysis: install
+	$(PY) -m analysis $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(RESULTS)

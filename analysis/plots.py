@@ -911,8 +911,12 @@ def _forest_rows(comparison: pd.DataFrame, study: Study) -> tuple[pd.DataFrame, 
     if rows.empty:
         raise ValueError("no ratio to draw: every ratio of the comparison is NaN")
     unit = _one_unit(study.runs)
+    if "configuration" in rows:  # compare's own table: the compared values are named there, the group's vary
+        columns = [c for c in columns if rows[c].nunique(dropna=False) > 1]
     config = [", ".join(_value_text(c, v, unit) for c, v in zip(columns, values))
               for values in rows[columns].itertuples(index=False)]
+    if "configuration" in rows:
+        config = [", ".join(p for p in (c, str(name)) if p) for c, name in zip(config, rows["configuration"])]
     rows["config"] = [f"{c} vs {b}" if c else f"vs {b}" for c, b in zip(config, rows["baseline"])]
     rows["item"] = [" ".join(p for p in (domain_name(str(d)), quantity_name(str(q), short=True)) if p)
                     + (f" ({s})" if isinstance(s, str) and q in ENERGY_QUANTITIES else "")
@@ -925,8 +929,10 @@ def forest(comparison: pd.DataFrame, study: Study) -> Figure:
     """A forest plot of compared ratios: one row per (configuration, domain, quantity) against its
     baseline, the ratio as a point, its CI as a bar, a vertical line at 1 and the verdict written beside.
 
-    ``comparison``: ``stats.compare``'s long table, columns ``FOREST_COLUMNS`` and the compared
-    dimensions (``label`` or those that vary; ``ci_reliable`` optional). A CI from fewer than
+    ``comparison``: ``stats.compare``'s long table, columns ``FOREST_COLUMNS`` and either its
+    ``configuration`` (a row is then named by it and the grouping dimensions that vary between rows:
+    ``batch 4, dtype=bf16 vs dtype=fp32``) or the compared dimensions (``label`` or those that vary;
+    ``ci_reliable`` optional). A CI from fewer than
     ``MIN_RUNS_FOR_CI`` runs on either side is dashed with a hollow point. ``study``: the compared runs
     (hardware, footer). Raises ``ValueError`` for a missing column or when no ratio is known.
     """

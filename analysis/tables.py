@@ -101,6 +101,8 @@ class Study:
             self.quantities["quantity"].isin(list(quantities))]
         values = rows.pivot_table(index="run_id", columns=["domain", "quantity"], values="value", aggfunc="first",
                                   dropna=False, observed=True)
+        recorded = set(zip(rows["domain"], rows["quantity"]))  # dropna=False pairs every domain with every quantity
+        values = values[[pair for pair in values.columns if pair in recorded]]
         values.columns = [wide_name(d, q) for d, q in values.columns]
         energy = rows[rows["quantity"] == "energy_j"]
         labels = energy.pivot_table(index="run_id", columns="domain", values=["source", "method"],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The committed CPU study: data/{alexnet,resnet50,bert}/ measured on this machine's CPU.
+# The committed CPU studies: data/{alexnet,resnet50,bert,batch_precision}/ measured on this machine's CPU.
 #
-#   scripts/cpu_study.sh                 # all three studies (about 16 minutes on a 2-core CPU: ResNet50 5, BERT 10, AlexNet 1)
+#   scripts/cpu_study.sh                 # all four (about 30 minutes on a 2-core CPU: ResNet50 5, BERT 10,
+#                                        # AlexNet 1, batch_precision 12)
 #   scripts/cpu_study.sh resnet50 bert   # some of them
 #
 # For each study it runs `python -m measure run ... --device cpu` into a fresh
@@ -9,10 +10,12 @@
 # saying how, where and when, and only then replaces data/<study>/ (a failed or
 # interrupted run leaves the committed data as they were). Layout:
 #
-#   data/<study>/tree/        the run tree (docs/run-tree.md)
-#   data/<study>/summary.csv  one row per input size (docs/tables.md, summarize)
-#   data/<study>/runs.csv     one row per run
-#   data/<study>/README.md    command, machine, date, load
+#   data/<study>/tree/        the run tree (docs/run-tree.md); for batch_precision a folder of two trees,
+#                             tree/resnet50/ and tree/distilbert/
+#   data/<study>/summary.csv  one row per point (`python -m analysis summarize`: the seed's per-model CSV,
+#                             <domain>_<quantity>_<statistic> columns; docs/tables.md)
+#   data/<study>/runs.csv     one row per run (`--runs-csv`: the wide per-run table, Study.wide())
+#   data/<study>/README.md    commands, machine, date, load
 #   data/alexnet/cold/        AlexNet measured with --warmup 0, each run in a new process
 #
 # The protocol is the package's `cpu-study` preset (measure/plan.py), cut to fit a
@@ -21,7 +24,10 @@
 #   thread, and 2048 / 4096 px would take about 4x / 16x longer each;
 # - iterations per run are chosen so each energy window lasts about a second or
 #   more (the estimate samples CPU load every 0.1 s), fewer at large sizes;
-# - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100).
+# - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100);
+# - batch_precision: ResNet50 at 64 px and DistilBERT (random weights) at 64 tokens, batch 1, 4, 16 x fp32,
+#   bf16, eager (torch.compile takes minutes per shape on this CPU), runs interleaved so that a drift of the
+#   machine's load falls on every configuration alike, iterations filling 2 s windows.
 #
 # Inference uses THREADS torch threads (OMP_NUM_THREADS, default 1): on a shared
 # 2-core machine, two threads make every parallel region wait for the thread that
@@ -86,8 +92,38 @@ bert() {
   measure "$build/tree" bert --preset cpu-study --runs "$RUNS"
 }
 
+batch_precision() {
+  local grid=(--batch-sizes 1 4 16 --dtypes fp32 bf16 --iters auto --min-window 2 --warmup 5 --runs "$RUNS"
+              --order interleave --threads "$OMP_NUM_THREADS")
+  measure "$build/tree/resnet50" resnet50 --sizes 64 "${grid[@]}"
+  measure "$build/tree/distilbert" hf:distilbert --sizes 64 "${grid[@]}"
+}
+
+files() {  # the README's list of files
+  if [ "$study" = batch_precision ]; then
+    echo "Files:"
+    echo
+    echo "- \`tree/resnet50/\`, \`tree/distilbert/\`: the two run trees (docs/run-tree.md), one folder per configuration"
+    echo "  (\`batch4-bf16-eager-threads1/\`, ...)."
+  else
+    echo "Files:"
+    echo
+    echo "- \`tree/\`: the run tree (docs/run-tree.md)."
+  fi
+  echo "- \`summary.csv\`: one row per point (model, input size and every dimension that varies) with"
+  echo "  \`<domain>_<quantity>_<statistic>\` columns (median, iqr, ci_low, ci_high: bootstrap 95 % CI of the median,"
+  echo "  n: runs), \`n_runs\`, the run constants as they are (iterations, warmup, period_s, params,"
+  echo "  flops_per_inference; never summarised) and each energy domain's \`source\` and \`method\`: the seed's"
+  echo "  per-model CSV (\`python -m analysis summarize\`, docs/tables.md)."
+  echo "- \`runs.csv\`: one row per run: its identity, constants and every per-run quantity as"
+  echo "  \`<domain>_<quantity>\` (latencies as the quantity alone), with each energy domain's \`source\` and"
+  echo "  \`method\` (\`--runs-csv\`, the wide table of docs/tables.md)."
+  [ "$study" != alexnet ] || echo "- \`cold/\`: 3 runs with \`--warmup 0\`, each in a new process, for the warm-up effect."
+}
+
 for study in "${studies[@]}"; do
-  case "$study" in alexnet|resnet50|bert) ;; *) echo "unknown study $study (alexnet, resnet50, bert)" >&2; exit 2 ;; esac
+  case "$study" in alexnet|resnet50|bert|batch_precision) ;;
+    *) echo "unknown study $study (alexnet, resnet50, bert, batch_precision)" >&2; exit 2 ;; esac
   build="$(mktemp -d)/$study"  # outside the checkout until complete: nothing half-done to commit
   mkdir -p "$build"
   wait_for_quiet
@@ -122,10 +158,14 @@ for study in "${studies[@]}"; do
     echo "  processes slow the inferences down and raise the estimated CPU energy, which follows the whole machine's load."
     echo "- Weights: $weights (pretrained weights are used only when already in the local cache);"
     echo "  latency and energy depend on the architecture and the input size, not on the weight values."
+    if [ "$study" = batch_precision ]; then
+      echo "- Each point's timed inferences fill windows of at least 2 s (\`--iters auto\`, sized once per point"
+      echo "  from 5 timed inferences); the runs are interleaved (\`--order interleave\`: run 0 of every configuration,"
+      echo "  then run 1, ...), so that \`python -m analysis compare\` pairs run k of two configurations and a drift of"
+      echo "  the machine's load cancels in their ratio. Energy per sample = energy per inference / batch size."
+    fi
     echo
-    echo "Files: \`tree/\` (run tree, docs/run-tree.md), \`summary.csv\` (one row per input size) and"
-    echo "\`runs.csv\` (one row per run), both described in docs/tables.md."
-    [ "$study" != alexnet ] || echo "\`cold/\`: 3 runs with \`--warmup 0\`, each in a new process, for the warm-up effect."
+    files
   } >"$build/README.md"
   rm "$build/commands.txt"
   rm -rf "$DATA/$study.old"

@@ -30,7 +30,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
 from treegen import write_run  # noqa: E402
 
-from analysis import AnalysisWarning, MIN_RUNS_FOR_CI, load_study, plots, spearman  # noqa: E402
+from analysis import AnalysisWarning, MIN_RUNS_FOR_CI, compare, load_study, plots, spearman  # noqa: E402
 
 GPU_NAME = "Synthetic GPU"  # treegen's host
 CPU_NAME = "Synthetic CPU"
@@ -548,6 +548,15 @@ def test_forest_plot_of_several_comparisons_and_refusals(batch_study):
         plots.forest(comparison().drop(columns="ci_high"), batch_study)
     with pytest.raises(ValueError, match="no ratio"):
         plots.forest(comparison().assign(ratio=np.nan), batch_study)
+
+
+def test_forest_plot_names_the_rows_of_compares_own_table(batch_study):
+    table = compare(subset(batch_study, dtype="fp32"), baseline={"batch_size": 1}, by=["batch_size"])
+    labels = [t.get_text().split("\n")[0] for t in plots.forest(table, batch_study).axes[0].get_yticklabels()]
+    assert set(labels) == {"batch_size=4 vs batch_size=1", "batch_size=16 vs batch_size=1"}  # never two alike
+    table = compare(batch_study, baseline={"dtype": "fp32"}, by=["dtype"])
+    labels = [t.get_text().split("\n")[0] for t in plots.forest(table, batch_study).axes[0].get_yticklabels()]
+    assert {"batch 1, dtype=bf16 vs dtype=fp32", "batch 16, dtype=bf16 vs dtype=fp32"} <= set(labels)
 
 
 # --------------------------------------------------------------------------- footer, formats, AIPowerMeter
