@@ -10,6 +10,7 @@ of other names are ignored without a word.
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import subprocess
 import sys
@@ -77,7 +78,8 @@ MEASURE_CASES = [  # (model, options, what the --out path is made, the error's w
     ("resnet50", ["--iters", "-5"], None, "must be at least 1, got -5"),
     ("resnet50", ["--runs", "0"], None, "must be at least 1, got 0"),
     ("resnet50", ["--warmup", "-1"], None, "must be at least 0, got -1"),
-    ("vgg16", [], None, "invalid choice: 'vgg16'"),
+    ("vgg16", [], None, "unknown model 'vgg16'; use alexnet, resnet50, bert, torchvision:<name>"),
+    ("torchvision:nosuchnet", [], None, "nosuchnet"),
     ("resnet50", ["--device", "tpu"], None, "unknown device 'tpu'"),
     ("resnet50", ["--device", "cuda:7"], None, "asked for, but"),
     ("resnet50", ["--period", "0"], None, "must be a positive number, got 0"),
