@@ -313,7 +313,9 @@ def resolve_plan(args: argparse.Namespace):
             raise Refused(f"{out} holds no study.json to --resume; give MODEL to start a study there")
         from .models import size_unit_of
 
-        auto = given.pop("iterations", None) == "auto"
+        auto = given.get("iterations") == "auto"
+        if auto:
+            del given["iterations"]
         plan = Plan.from_preset(args.model, args.preset or "seed", quick=args.quick,
                                 size_unit=size_unit_of(args.model), names=OPTIONS, **given)
         if auto:  # as many as fill --min-window, except where --iters-at says otherwise
