@@ -48,12 +48,20 @@ CLOCK_QUANTITIES = {
     "prefill_tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s",
 }
 QUANTITIES = (*ENERGY_QUANTITIES, *CLOCK_QUANTITIES)
+# what a table to read shows of a generation study (export.headline's clock and energy quantities)
+HEADLINE_CLOCK = ("ttft_s", "itl_median_s")
+HEADLINE_ENERGY = ("energy_per_output_token_j", "prefill_energy_per_token_j", "decode_energy_per_token_j")
 PHASE_COLUMNS = ["run_id", "phase", "domain", "quantity", "value", "source", "method", "note"]
 
 
 def phased(info: pd.DataFrame) -> pd.Series:
     """Per run of ``info``: whether it names phases (a generation run)."""
     return info["phases"].map(lambda phases: isinstance(phases, list) and len(phases) > 0)
+
+
+def generating(study) -> bool:
+    """Whether a ``Study`` holds generation runs."""
+    return bool(phased(study.info).any())
 
 
 def samples(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
@@ -141,9 +149,10 @@ def _energy_rows(window_rows: pd.DataFrame, phase_rows: pd.DataFrame, runs: pd.D
         labels = mine[mine["quantity"] == "energy_j"].set_index(["run_id", "domain"])[["method", "note"]]
         found = values.join(labels).rename(columns=lambda c: f"{phase}_{c}").reset_index()
         table = table.merge(found, on=["run_id", "domain"], how="left")
-        why = lost[lost["phase"] == phase].set_index("run_id")["note"]
+        why = lost[lost["phase"] == phase].set_index("run_id")["note"].astype(object)
+        table[f"{phase}_note"] = table[f"{phase}_note"].astype(object)
         missing = table[f"{phase}_energy_j"].isna() & table[f"{phase}_note"].isna()
-        table.loc[missing, f"{phase}_note"] = table.loc[missing, "run_id"].map(why).fillna(
+        table.loc[missing, f"{phase}_note"] = table.loc[missing, "run_id"].map(why).astype(object).fillna(
             f"no {phase} phase energy for this domain")
     of_run = runs.loc[table["run_id"]]
     batch, prompt = of_run["batch_size"].to_numpy(dtype=float), of_run["input_size"].to_numpy(dtype=float)

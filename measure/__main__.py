@@ -436,19 +436,23 @@ def print_medians(out: Path) -> None:
     energy per inference with its source and 95 % CI; a warning line instead if it cannot be computed."""
     import warnings
 
-    from analysis import AnalysisWarning, NoUsableRuns, export, load_study, metadata, summarize
+    from analysis import AnalysisWarning, NoUsableRuns, export, load_study, metadata, phases, summarize
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
             study = load_study(out)
-            table = export.headline(summarize(study), metadata.headline_domains(study))
+            generation = phases.generating(study)
+            figures = dict(clock=phases.HEADLINE_CLOCK, energy=phases.HEADLINE_ENERGY) if generation else {}
+            table = export.headline(summarize(study), metadata.headline_domains(study), **figures)
     except NoUsableRuns:
         return
     except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy
         print(f"warning: no table of medians ({type(error).__name__}: {error})", file=sys.stderr)
         return
-    print("medians over complete runs (energy per inference = one forward pass):")
+    print("medians over complete runs; energy per output token (whole request), per prompt token (prefill) and "
+          "per decode token, in J:" if generation else
+          "medians over complete runs (energy per inference = one forward pass):")
     print(table.drop(columns="model").to_string(index=False))
 
 

@@ -190,8 +190,9 @@ def tokens(folders: pd.Series) -> pd.DataFrame:
         if bad.any():
             warn(f"{path}: {int(bad.sum())} line(s) with a value that is not a non-negative number dropped")
         parts.append(values[~bad].assign(run_id=run))
-    columns = ["run_id", "token", "t_s", "latency_s"]
-    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    empty = pd.DataFrame({"run_id": pd.Series(dtype=int), **{c: pd.Series(dtype=float)
+                                                             for c in ("token", "t_s", "latency_s")}})
+    return pd.concat([empty, *parts], ignore_index=True)[list(empty.columns)]
 
 
 def _parse_lines(run: int, path: Path, data: bytes, text: bool) -> pd.DataFrame | None:
