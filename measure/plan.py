@@ -118,7 +118,7 @@ GENERATION_PRESETS: dict[str, Preset] = {
     "cpu-study": Preset((32, 128, 512), 1, runs=5, warmup=1, batch_sizes=(1, 4), new_tokens=(32,)),
     # The GPU study's generation points (scripts/gpu_study.sh): decode phases of 128 tokens last well over NVML's
     # ~100 ms counter update; sampled every 0.02 s so that the analysis aligns the counter on its updates.
-    "gpu-study": Preset((64, 512), 1, runs=5, warmup=2, period_s=0.02, batch_sizes=(1, 16), new_tokens=(128,)),
+    "gpu-study": Preset((64, 512), 1, runs=5, warmup=1, period_s=0.02, batch_sizes=(1, 16), new_tokens=(128,)),
 }
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The committed CPU study: data/{alexnet,resnet50,bert}/ measured on this machine's CPU.
+# The committed CPU study: data/{alexnet,resnet50,bert,generation}/ measured on this machine's CPU.
 #
-#   scripts/cpu_study.sh                 # all three studies (about 16 minutes on a 2-core CPU: ResNet50 5, BERT 10, AlexNet 1)
+#   scripts/cpu_study.sh                 # all four studies (about 25 minutes on a 2-core CPU: ResNet50 5, BERT 10,
+#                                        # AlexNet 1, generation 8)
 #   scripts/cpu_study.sh resnet50 bert   # some of them
 #
 # For each study it runs `python -m measure run ... --device cpu` into a fresh
@@ -21,7 +22,9 @@
 #   thread, and 2048 / 4096 px would take about 4x / 16x longer each;
 # - iterations per run are chosen so each energy window lasts about a second or
 #   more (the estimate samples CPU load every 0.1 s), fewer at large sizes;
-# - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100).
+# - BERT runs 8 timed inferences per run at 150..500 tokens (20 / 12 at 50 / 100);
+# - generation: GPT-2's architecture (hf:gpt2, random weights), prompts of 32, 128 and 512 tokens,
+#   32 new tokens, batches of 1 and 4, one request per window, the preset's 5 runs (RUNS does not apply).
 #
 # Inference uses THREADS torch threads (OMP_NUM_THREADS, default 1): on a shared
 # 2-core machine, two threads make every parallel region wait for the thread that
@@ -44,7 +47,7 @@ WAIT_S="${WAIT_S:-600}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${THREADS:-1}"
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(alexnet resnet50 bert)
+[ ${#studies[@]} -gt 0 ] || studies=(alexnet resnet50 bert generation)
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -86,8 +89,13 @@ bert() {
   measure "$build/tree" bert --preset cpu-study --runs "$RUNS"
 }
 
+generation() {
+  measure "$build/tree" hf:gpt2 --task generate --preset cpu-study
+}
+
 for study in "${studies[@]}"; do
-  case "$study" in alexnet|resnet50|bert) ;; *) echo "unknown study $study (alexnet, resnet50, bert)" >&2; exit 2 ;; esac
+  case "$study" in alexnet|resnet50|bert|generation) ;;
+    *) echo "unknown study $study (alexnet, resnet50, bert, generation)" >&2; exit 2 ;; esac
   build="$(mktemp -d)/$study"  # outside the checkout until complete: nothing half-done to commit
   mkdir -p "$build"
   wait_for_quiet
@@ -125,6 +133,14 @@ for study in "${studies[@]}"; do
     echo
     echo "Files: \`tree/\` (run tree, docs/run-tree.md), \`summary.csv\` (one row per input size) and"
     echo "\`runs.csv\` (one row per run), both described in docs/tables.md."
+    [ "$study" != generation ] || cat <<'TEXT'
+
+Generation: each run is one request of the batch (prompt of `input_size` tokens, 32 new tokens, greedy), with a
+sample at the boundary between its prefill and its decode phase; `tree/*/input_*/run_*/tokens.csv` holds each
+token's timing. `summary.csv` has one row per prompt length and batch size, with the energy per output token, per
+prompt token (prefill) and per decode token, TTFT and inter-token latencies (docs/tables.md, "Generation runs").
+These come from a 2-core CPU virtual machine: the CPU energy is an estimate, and there is no GPU figure.
+TEXT
     [ "$study" != alexnet ] || echo "\`cold/\`: 3 runs with \`--warmup 0\`, each in a new process, for the warm-up effect."
   } >"$build/README.md"
   rm "$build/commands.txt"
