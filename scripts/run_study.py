@@ -23,7 +23,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("alexnet", "resnet50", "bert")
+STUDIES = ("alexnet", "resnet50", "bert", "generation")
 
 
 def execute(name: str, results: Path, timeout_s: int) -> str | None:

@@ -172,3 +172,31 @@ def test_summaries_and_comparisons_take_the_generation_figures_unchanged(tmp_pat
     table = compare(study, baseline={"batch_size": 1}, quantities=["decode_energy_per_token_j", "ttft_s"])
     gpu = table[(table["domain"] == "gpu")].iloc[0]
     assert gpu["ratio"] == pytest.approx(1.5 / 4) and gpu["verdict"].startswith("lower")
+
+
+def test_the_committed_generation_study():
+    """data/generation/ as scripts/cpu_study.sh wrote it: the cpu-study preset's grid, phases that add up to
+    every window, the estimate labelled, and token timings for every run."""
+    from pathlib import Path
+
+    from measure.plan import GENERATION_PRESETS
+
+    preset = GENERATION_PRESETS["cpu-study"]
+    folder = Path(__file__).resolve().parents[1] / "data" / "generation"
+    with pytest.warns(AnalysisWarning):  # a shared machine: other work during the windows is said
+        study = load_study(folder / "tree")
+    runs = study.runs
+    assert len(runs) == len(preset.sizes) * len(preset.batch_sizes) * preset.runs
+    assert sorted(runs["input_size"].unique()) == list(preset.sizes)
+    assert sorted(runs["batch_size"].unique()) == list(preset.batch_sizes)
+    assert set(runs["new_tokens"]) == set(preset.new_tokens) and set(runs["task"]) == {"generate"}
+    rows = study.quantities.set_index(["run_id", "domain", "quantity"])["value"]
+    for run_id in runs["run_id"]:
+        assert rows[run_id, "cpu_estimated", "prefill_energy_j"] + rows[run_id, "cpu_estimated", "decode_energy_j"] \
+            == pytest.approx(rows[run_id, "cpu_estimated", "energy_j"], rel=1e-9)
+        assert rows[run_id, "clock", "ttft_s"] > 0 and rows[run_id, "clock", "itl_p90_s"] > 0
+    energy = study.select("decode_energy_per_token_j")
+    assert set(energy["source"]) == {"estimated"} and set(energy["domain"]) == {"cpu_estimated"}
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert "scripts/cpu_study.sh generation" in readme and "python -m measure run hf:gpt2 --task generate" in readme
+    assert "**estimated**" in readme
