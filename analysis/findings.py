@@ -252,13 +252,16 @@ def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
     than two runs a side), the runs of each side and ``direction`` (``higher``,
     ``lower`` or ``no difference shown``). ``prefill_share``: the median
     prefill share of the request's energy at every point (``input_size``,
-    ``batch_size``, ``share``). ``source`` and ``method`` of the domain's decode
-    energy. Raises ``ValueError`` when the study holds no decode energy per
-    token in ``domain``.
+    ``batch_size``, ``share``); ``decode_over_prefill``: at every point, the
+    median decode energy per token over the median prefill energy per prompt
+    token (``ratio``). ``source`` and ``method`` of the domain's decode energy.
+    Raises ``ValueError`` when the study holds no decode energy per token in
+    ``domain``.
     """
     from .stats import bootstrap_ratio_ci
 
-    rows = study.select(["decode_energy_per_token_j", "itl_median_s", "prefill_energy_share"], [domain, "clock"])
+    rows = study.select(["decode_energy_per_token_j", "prefill_energy_per_token_j", "itl_median_s",
+                         "prefill_energy_share"], [domain, "clock"])
     decode = rows[(rows["domain"] == domain) & (rows["quantity"] == "decode_energy_per_token_j")]
     if decode.empty:
         raise ValueError(f"no decode energy per token in {domain}: not a generation study, or no such domain")
@@ -281,7 +284,10 @@ def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
                for b in batches] if len(prompts) > 1 else []
     batch = [ratio("decode_energy_per_token_j", "input_size", n, "batch_size", batches[0], batches[-1])
              for n in prompts] if len(batches) > 1 else []
-    share = rows[(rows["domain"] == domain) & (rows["quantity"] == "prefill_energy_share")]
-    shares = share.groupby(["input_size", "batch_size"])["value"].median().rename("share").reset_index()
+    point = ["input_size", "batch_size"]
+    median = rows[rows["domain"] == domain].groupby([*point, "quantity"])["value"].median().unstack("quantity")
+    shares = median["prefill_energy_share"].rename("share").reset_index()
+    costs = (median["decode_energy_per_token_j"] / median["prefill_energy_per_token_j"]).rename("ratio").reset_index()
     return {"domain": domain, "source": joined(decode["source"]), "method": joined(decode["method"]),
-            "context": context, "batch": batch, "prefill_share": shares.to_dict("records")}
+            "context": context, "batch": batch, "prefill_share": shares.to_dict("records"),
+            "decode_over_prefill": costs.to_dict("records")}

@@ -200,3 +200,30 @@ def test_the_committed_generation_study():
     readme = (folder / "README.md").read_text(encoding="utf-8")
     assert "scripts/cpu_study.sh generation" in readme and "python -m measure run hf:gpt2 --task generate" in readme
     assert "**estimated**" in readme
+
+
+def test_generation_trends_from_synthetic_runs(tmp_path):
+    from analysis import findings
+
+    for prompt in (32, 512):
+        for batch in (1, 4):
+            for run in range(5):
+                # decode power grows with the prompt and with the batch, less than the batch: per token it falls
+                scale = (1.5 if prompt == 512 else 1.0) * (2.0 if batch == 4 else 1.0) * (1 + 0.001 * run)
+                power = {"prefill": {"gpu0": 200.0}, "decode": {"gpu0": 100.0 * scale}}
+                write_generation_run(tmp_path / f"b{batch}", input_size=prompt, run=run, batch_size=batch,
+                                     phase_power_w=power)
+    trends = findings.generation_trends(load_study(tmp_path), "gpu")
+    assert (trends["source"], trends["method"]) == ("measured", "counter")
+    for row in trends["context"]:
+        energy = row["decode_energy_per_token_j"]
+        assert energy["ratio"] == pytest.approx(1.5) and energy["direction"] == "higher"
+        assert (energy["input_size_from"], energy["input_size_to"], energy["runs"]) == (32, 512, [5, 5])
+    for row in trends["batch"]:
+        assert row["ratio"] == pytest.approx(2.0 / 4) and row["direction"] == "lower"
+    shares = {(r["input_size"], r["batch_size"]): r["share"] for r in trends["prefill_share"]}
+    assert shares[32, 1] == pytest.approx(200 * 0.4 / (200 * 0.4 + 100 * 1.002 * 1.6), rel=1e-6)
+    costs = {(r["input_size"], r["batch_size"]): r["ratio"] for r in trends["decode_over_prefill"]}
+    assert costs[32, 1] == pytest.approx((100 * 1.002 * 1.6 / 7) / (200 * 0.4 / 32), rel=1e-6)
+    with pytest.raises(ValueError, match="no decode energy per token in dram"):
+        findings.generation_trends(load_study(tmp_path), "dram")
