@@ -333,3 +333,17 @@ def test_a_generation_tree_resumes_from_its_study_json(tree, tmp_path, capsys):
     assert "nothing to do: the 8 runs of" in capsys.readouterr().out
     record = runtree.read_study(tree)["plan"]
     assert (record["task"], record["new_tokens"]) == ("generate", [3])
+
+
+def test_dtypes_and_a_precision_sweep_of_the_generate_task(tmp_path):
+    plan = Plan.from_preset(TINY, "quick", task="generate", sizes=[8], new_tokens=[4], batch_sizes=[2],
+                            dtypes=["fp32", "bf16"], idle_s=0, device="cpu", precision=0.5, max_runs=3)
+    out = sweep.run_study(plan, tmp_path / "t", progress=False, stop_rule=lambda folders: (len(folders) >= 2,
+                                                                                            "two runs"))
+    metas = {folder.relative_to(out).as_posix(): json.loads((folder / "meta.json").read_text())
+             for folder in out.glob("*/input_8/run_*")}
+    assert sorted(metas) == [f"batch2-{d}-eager-new4/input_8/run_{k}" for d in ("bf16", "fp32") for k in (0, 1)]
+    assert all(m["status"] == "complete" and m["iterations"] == 1 and m["stop_reason"] == "two runs"
+               for m in metas.values())
+    cache = {m["identity"]["dtype"]: m["generation"]["kv_cache_mib"] for m in metas.values()}
+    assert cache["bf16"] == pytest.approx(cache["fp32"] / 2)  # the cast model's cache is in its dtype
