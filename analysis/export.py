@@ -61,13 +61,16 @@ def _points(study: Study, by: list[str]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def headline(summary: pd.DataFrame, domains: Sequence[str], sig: int = 3) -> pd.DataFrame:
-    """A table to read: per point, the runs, the median latency and each domain's median energy per
-    inference with its 95 % CI (rounded to ``sig`` significant digits; ``(n < 5)`` after a CI from too few
-    runs to trust) and its source."""
+def headline(summary: pd.DataFrame, domains: Sequence[str], sig: int = 3, *,
+             clock: Sequence[str] = ("latency_median_s",),
+             energy: Sequence[str] = ("energy_per_inference_j",)) -> pd.DataFrame:
+    """A table to read: per point, the runs, the median of each ``clock`` quantity (default: the latency) and
+    of each ``energy`` quantity of each domain (default: the energy per inference) with its 95 % CI (rounded
+    to ``sig`` significant digits; ``(n < 5)`` after a CI from too few runs to trust), and each domain's
+    source."""
     by = list(summary.columns[: summary.columns.get_loc("domain")])
-    wanted = [("clock", "latency_median_s", "latency_s")] + [(d, "energy_per_inference_j", f"{d}_energy_per_inference_j")
-                                                            for d in domains]
+    wanted = [("clock", q, "latency_s" if q == "latency_median_s" else q) for q in clock] + [
+        (d, q, f"{d}_{q}") for d in domains for q in energy]
     out = summary.groupby(by, dropna=False, observed=True)["n"].max().rename("runs").to_frame()
     for domain, quantity, name in wanted:
         rows = summary[(summary["domain"] == domain) & (summary["quantity"] == quantity)].set_index(by)

@@ -237,3 +237,57 @@ def cpu_follows_latency(study: Study, threshold: float = 0.8) -> dict:
         verdict = f"{'holds' if follows else 'does not hold'} (threshold rho >= {threshold:g}): {text}" + (
             "; caution: this CPU energy is estimated (TDP x load x time)" if source == "estimated" else "")
     return {**result, "domain": domain, "source": source, "holds": holds, "verdict": verdict}
+
+
+# ---------------------------------------------------------------- generation: context, batch size, phases
+
+def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
+    """What a generation study (``analysis.phases``) shows in energy ``domain``, for a notebook's prose.
+
+    ``context``: per batch size, the decode energy per token and the median
+    inter-token latency at the longest prompt over the shortest; ``batch``: per
+    prompt length, the decode energy per token at the largest batch over the
+    smallest; each a dict of the two medians over runs, their ratio and its
+    percentile-bootstrap 95 % CI (``stats.bootstrap_ratio_ci``, NaN with fewer
+    than two runs a side), the runs of each side and ``direction`` (``higher``,
+    ``lower`` or ``no difference shown``). ``prefill_share``: the median
+    prefill share of the request's energy at every point (``input_size``,
+    ``batch_size``, ``share``); ``decode_over_prefill``: at every point, the
+    median decode energy per token over the median prefill energy per prompt
+    token (``ratio``). ``source`` and ``method`` of the domain's decode energy.
+    Raises ``ValueError`` when the study holds no decode energy per token in
+    ``domain``.
+    """
+    from .stats import bootstrap_ratio_ci
+
+    rows = study.select(["decode_energy_per_token_j", "prefill_energy_per_token_j", "itl_median_s",
+                         "prefill_energy_share"], [domain, "clock"])
+    decode = rows[(rows["domain"] == domain) & (rows["quantity"] == "decode_energy_per_token_j")]
+    if decode.empty:
+        raise ValueError(f"no decode energy per token in {domain}: not a generation study, or no such domain")
+    rng = np.random.default_rng(seed)
+
+    def ratio(quantity: str, where: str, fixed: object, vary: str, low: object, high: object) -> dict:
+        values = rows[(rows["quantity"] == quantity) & (rows[where] == fixed)]
+        a, b = (values.loc[values[vary] == v, "value"].to_numpy() for v in (low, high))
+        low_ci, high_ci = bootstrap_ratio_ci(b, a, rng=rng) if len(a) and len(b) else (np.nan, np.nan)
+        direction = ("higher" if low_ci > 1 else "lower" if high_ci < 1 else
+                     "no difference shown" if np.isfinite(low_ci) else "too few runs for a CI")
+        return {where: fixed, f"{vary}_from": low, f"{vary}_to": high, "median_from": float(np.median(a)),
+                "median_to": float(np.median(b)), "ratio": float(np.median(b) / np.median(a)),
+                "ci_low": low_ci, "ci_high": high_ci, "runs": [len(a), len(b)], "direction": direction}
+
+    prompts, batches = sorted(decode["input_size"].unique()), sorted(decode["batch_size"].unique())
+    context = [{"decode_energy_per_token_j": ratio("decode_energy_per_token_j", "batch_size", b, "input_size",
+                                                   prompts[0], prompts[-1]),
+                "itl_median_s": ratio("itl_median_s", "batch_size", b, "input_size", prompts[0], prompts[-1])}
+               for b in batches] if len(prompts) > 1 else []
+    batch = [ratio("decode_energy_per_token_j", "input_size", n, "batch_size", batches[0], batches[-1])
+             for n in prompts] if len(batches) > 1 else []
+    point = ["input_size", "batch_size"]
+    median = rows[rows["domain"] == domain].groupby([*point, "quantity"])["value"].median().unstack("quantity")
+    shares = median["prefill_energy_share"].rename("share").reset_index()
+    costs = (median["decode_energy_per_token_j"] / median["prefill_energy_per_token_j"]).rename("ratio").reset_index()
+    return {"domain": domain, "source": joined(decode["source"]), "method": joined(decode["method"]),
+            "context": context, "batch": batch, "prefill_share": shares.to_dict("records"),
+            "decode_over_prefill": costs.to_dict("records")}

@@ -57,7 +57,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from . import metadata
+from . import metadata, phases
 from .stats import MIN_RUNS_FOR_CI
 from .tables import ENERGY_QUANTITIES, Study, wide_name
 
@@ -100,6 +100,23 @@ QUANTITY_NAMES = {
     "proc_mem_peak_mib": ("GPU memory, this process tree, peak", "memory, this process tree (peak)"),
     "rss_peak_mib": ("Host RSS, this process tree, peak", "host RSS (peak)"),
     "cpu_share_mean": ("CPU share, run mean", "CPU share (mean)"),
+    # generation runs (analysis.phases)
+    "prefill_energy_j": ("Prefill energy per request", "prefill energy"),
+    "decode_energy_j": ("Decode energy per request", "decode energy"),
+    "prefill_energy_per_token_j": ("Prefill energy per prompt token", "prefill energy / prompt token"),
+    "decode_energy_per_token_j": ("Decode energy per generated token", "decode energy / token"),
+    "energy_per_request_j": ("Energy per request (one sequence)", "energy / request"),
+    "energy_per_output_token_j": ("Energy per output token, whole request", "energy / output token"),
+    "prefill_energy_share": ("Prefill share of the request's energy", "prefill share"),
+    "prefill_mean_power_w": ("Mean power during the prefill", "prefill power"),
+    "decode_mean_power_w": ("Mean power during the decode", "decode power"),
+    "ttft_s": ("Time to first token", "TTFT"),
+    "itl_median_s": ("Inter-token latency, run median", "ITL (median)"),
+    "itl_p90_s": ("Inter-token latency, run 90th percentile", "ITL (p90)"),
+    "itl_mean_s": ("Inter-token latency, run mean", "ITL (mean)"),
+    "output_tokens_per_s": ("Output tokens per second", "output tokens/s"),
+    "prefill_tokens_per_s": ("Prompt tokens per second (prefill)", "prefill tokens/s"),
+    "decode_tokens_per_s": ("Generated tokens per second (decode)", "decode tokens/s"),
 }
 # memory_vs: what it draws, those recorded, with their legend names
 MEMORY_ITEMS = {
@@ -107,7 +124,8 @@ MEMORY_ITEMS = {
     ("gpu", "proc_mem_peak_mib"): "GPU memory, this process tree",
     ("process", "rss_peak_mib"): "host RSS, this process tree",
 }
-SIZE_UNITS = {"vision": "px", "nlp": "tokens"}
+SOURCED = (*ENERGY_QUANTITIES, *phases.ENERGY_QUANTITIES)  # quantities with a source: measured or estimated
+SIZE_UNITS = {"vision": "px", "nlp": "tokens", "generate": "tokens"}  # generate: the prompt's length
 TASK_OF_MODEL = {"alexnet": "vision", "resnet50": "vision", "bert": "nlp"}  # trees that record no task
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 VERDICT_COLOURS = {"lower": "C0", "higher": "C1"}  # any other verdict is grey
@@ -168,6 +186,8 @@ def _value_text(dimension: str, value, unit: str | None = None) -> str:
         return f"batch {_number(value)}"
     if dimension == "threads":
         return f"{_number(value)} threads"
+    if dimension == "new_tokens":
+        return f"{_number(value)} new tokens"
     if dimension in ("label", "model", "task", "dtype", "execution", "device"):
         return str(value)
     return f"{dimension} {value}"
@@ -621,7 +641,8 @@ def _energy_items(rows: pd.DataFrame) -> pd.Series:
 def energy_vs(study: Study, x: str = "input_size", domains: Sequence[str] | None = None,
               hue: str | Sequence[str] | None = None, quantity: str = "energy_per_inference_j") -> Figure:
     """Energy per inference (or any energy quantity: ``energy_per_sample_j``, ``dynamic_energy_per_inference_j``,
-    ``mean_power_w``, ...) against ``x`` (``input_size``, ``batch_size``: a numeric dimension): the median
+    ``mean_power_w``, a generation run's ``decode_energy_per_token_j``, ...) against ``x`` (``input_size``,
+    ``batch_size``: a numeric dimension): the median
     over runs with its IQR band, one line per configuration (``hue``: dimensions, default every varying one
     but ``x``) and domain, each legend entry with its source.
 
@@ -630,8 +651,8 @@ def energy_vs(study: Study, x: str = "input_size", domains: Sequence[str] | None
     ``source`` in every domain drawn. Raises ``ValueError`` when a domain has no value (naming it and
     why), for an unknown quantity or source, a non-numeric ``x``, or input sizes mixing px and tokens.
     """
-    if quantity not in ENERGY_QUANTITIES:
-        raise ValueError(f"{quantity} is not an energy quantity ({', '.join(ENERGY_QUANTITIES)})")
+    if quantity not in SOURCED:
+        raise ValueError(f"{quantity} is not an energy quantity ({', '.join(SOURCED)})")
     domains = list(domains) if domains is not None else metadata.headline_domains(study)
     if not domains:
         raise ValueError("no energy in this study: no GPU, RAPL or CPU-estimate energy was recorded")
@@ -643,7 +664,8 @@ def energy_vs(study: Study, x: str = "input_size", domains: Sequence[str] | None
 def latency_vs(study: Study, x: str = "input_size", hue: str | Sequence[str] | None = None,
                quantity: str = "latency_median_s") -> Figure:
     """Latency per inference (each run's median, or ``latency_p90_s``, ``latency_p99_s``,
-    ``latency_mean_s``) against ``x``: the median over runs with its IQR band, one line per configuration.
+    ``latency_mean_s``; a generation run's ``ttft_s`` or ``itl_median_s``, ...) against ``x``: the median over
+    runs with its IQR band, one line per configuration.
 
     Needs the ``clock`` domain's ``quantity``; raises ``ValueError`` when it has no value.
     """
@@ -745,7 +767,7 @@ def variable_labels(study: Study) -> dict[str, str]:
         name = quantity_name(quantity, short=True)
         if domain != "clock":
             name = f"{domain_name(domain)} {name}".strip()
-        if quantity in ENERGY_QUANTITIES and isinstance(source, str):
+        if quantity in SOURCED and isinstance(source, str):
             name += f" ({source})"
         labels[wide_name(domain, quantity)] = name
     unit = _one_unit(study.runs)
@@ -919,7 +941,7 @@ def _forest_rows(comparison: pd.DataFrame, study: Study) -> tuple[pd.DataFrame, 
         config = [", ".join(p for p in (c, str(name)) if p) for c, name in zip(config, rows["configuration"])]
     rows["config"] = [f"{c} vs {b}" if c else f"vs {b}" for c, b in zip(config, rows["baseline"])]
     rows["item"] = [" ".join(p for p in (domain_name(str(d)), quantity_name(str(q), short=True)) if p)
-                    + (f" ({s})" if isinstance(s, str) and q in ENERGY_QUANTITIES else "")
+                    + (f" ({s})" if isinstance(s, str) and q in SOURCED else "")
                     for d, q, s in zip(rows["domain"], rows["quantity"], rows["source"])]
     single = rows["config"].nunique() == 1
     return rows, rows["config"].iat[0] if single else ""

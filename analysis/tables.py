@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import idle, readers, reduce
+from . import idle, phases, readers, reduce
 from .problems import NoUsableRuns, warn
 
 # quantities derived per (run, energy domain), with their units
@@ -130,11 +130,12 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     info = readers.discover([Path(p) for p in paths], labels, model=model, include_incomplete=include_incomplete)
-    rows, windows = [], []
+    rows, windows, phase_rows = [], [], []
     for frame in readers.sample_frames(info):  # one frame in memory at a time
         r, w = reduce.samples(frame, info)
         rows.append(r)
         windows.append(w)
+        phase_rows.append(phases.samples(frame, info))  # generation runs: energy per phase (analysis.phases)
     if not windows:
         raise NoUsableRuns(f"{', '.join(map(str, paths))}: no run with a readable {readers.SAMPLES_FILE}")
     windows = pd.concat(windows).sort_index()
@@ -144,6 +145,8 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     rows.append(reduce.latencies(latencies, info.index))
     runs = _runs_table(info, windows, latencies)
     quantities = _quantities(pd.concat(rows, ignore_index=True), runs, idle.baselines(info))
+    quantities = pd.concat([quantities, phases.quantities(quantities, pd.concat(phase_rows, ignore_index=True), runs,
+                                                          info)], ignore_index=True)  # generation figures
     return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
 
 
@@ -297,7 +300,7 @@ def _long_samples(frame: pd.DataFrame, runs: pd.DataFrame, identity: list[str]) 
     long = runs.loc[np.repeat(frame["run"].to_numpy(), k), identity].reset_index(drop=True)
     long["t_s"] = np.repeat(frame["t_s"].to_numpy(), k)
     long["utc"] = np.repeat(frame["utc"].to_numpy(), k) if "utc" in frame else None
-    long["mark"] = pd.Categorical(np.repeat(frame["mark"].to_numpy(), k), categories=["start", "tick", "end"])
+    long["mark"] = pd.Categorical(np.repeat(frame["mark"].to_numpy(), k), categories=list(readers.ours.MARKS))
     long["domain"] = pd.Categorical(np.tile(domain, len(frame)))
     long["metric"] = pd.Categorical(np.tile(metric, len(frame)))
     long["value"] = frame[channels].to_numpy(dtype=float).ravel()

@@ -30,10 +30,11 @@ OPTIONS = {
     "precision": "--precision", "max_runs": "--max-runs", "min_window_s": "--min-window",
     "batch_sizes": "--batch-sizes", "dtypes": "--dtypes", "dtype_mode": "--dtype-mode", "executions": "--compile",
     "threads": "--threads", "order": "--order", "seed": "--seed", "resume": "--resume", "overwrite": "--overwrite",
-    "shard": "--shard", "out": "--out",
+    "shard": "--shard", "out": "--out", "task": "--task", "new_tokens": "--new-tokens",
 }
 PLAN_OPTIONS = ("sizes", "iterations", "runs", "warmup", "device", "period_s", "idle_s", "precision", "max_runs",
-                "min_window_s", "batch_sizes", "dtypes", "dtype_mode", "executions", "threads", "order", "seed")
+                "min_window_s", "batch_sizes", "dtypes", "dtype_mode", "executions", "threads", "order", "seed",
+                "task", "new_tokens")
 CLUSTER_OPTIONS = ("tasks", "timeout_min", "slurm_partition", "gpus_per_task", "cpus_per_task", "array_parallelism",
                    "slurm_extra", "wait")
 INTERRUPTED = "error: interrupted; complete runs are kept, --resume finishes the tree"
@@ -119,7 +120,7 @@ def model_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import model_help
-    from .plan import DTYPE_MODES, DTYPES, EXECUTIONS, ORDERS, PRESETS
+    from .plan import DTYPE_MODES, DTYPES, EXECUTIONS, ORDERS, PRESETS, TASKS
 
     parser = argparse.ArgumentParser(prog="python -m measure", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the protocol the other options start from: seed (the seed study's, default), quick, "
                           "cpu-study (the committed CPU study), gpu-study (the GPU study)")
     run.add_argument("--quick", action="store_true", help="--preset quick: about a minute per model on a CPU")
+    run.add_argument("--task", choices=TASKS,
+                     help="forward: timed forward passes (default); generate: a decoder's greedy generation "
+                          "(hf:<name>), one request of each batch per window, with a sample at the boundary "
+                          "between its prefill and its decode phase and each token timed (tokens.csv)")
+    run.add_argument("--prompt-tokens", type=positive_int, nargs="+", dest="prompt_tokens", metavar="N",
+                     help="with --task generate: prompt lengths in tokens (the input sizes; --sizes alike)")
+    run.add_argument("--new-tokens", type=int_at_least(2), nargs="+", dest="new_tokens", metavar="M",
+                     help="with --task generate: tokens generated per request, at least 2, one configuration each "
+                          "(greedy, end of sequence disabled)")
     run.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
                      help="input sizes: image side in pixels (alexnet, resnet50) or tokens (bert, at most 510)")
     run.add_argument("--iters", type=iterations, dest="iterations", metavar="N|auto",
@@ -254,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     tracking_errors: tuple[type[Exception], ...] = ()
     try:
         plan, out = resolve_plan(args)
+        if args.prompt_tokens is not None and plan.task != "generate":
+            raise Refused("--prompt-tokens go with --task generate; the input sizes of forward passes are --sizes")
         if args.executor:
             return submit_sweep(args, plan, out)
         if plan.precision is not None:
@@ -286,6 +298,10 @@ def resolve_plan(args: argparse.Namespace):
     given = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
     if args.iters_at:
         given["iterations_at"] = dict(args.iters_at)
+    if args.prompt_tokens is not None:
+        if args.sizes is not None:
+            raise Refused("--prompt-tokens are the input sizes of --task generate; give them or --sizes, not both")
+        given["sizes"] = args.prompt_tokens
     recorded = None
     if args.resume and args.preset is None and not args.quick:
         try:
@@ -391,7 +407,8 @@ def print_start(plan, out: Path, prepared, loaded, device, sensors, unavailable:
         print(f"gpu      {device} is NVML domain {domain}")
     elif note:
         print(f"warning: {note}", file=sys.stderr)
-    grid = f"{len(plan.sizes)} size(s) x {len(plan.configs())} configuration(s)"
+    grid = f"{len(plan.sizes)} {'prompt length' if plan.task == 'generate' else 'size'}(s) x " \
+           f"{len(plan.configs())} configuration(s)"
     if plan.precision is None:
         grid += f" x {plan.runs} run(s) = {len(plan.cells())} runs"
         if len(prepared.cells) < len(plan.cells()):
@@ -419,19 +436,23 @@ def print_medians(out: Path) -> None:
     energy per inference with its source and 95 % CI; a warning line instead if it cannot be computed."""
     import warnings
 
-    from analysis import AnalysisWarning, NoUsableRuns, export, load_study, metadata, summarize
+    from analysis import AnalysisWarning, NoUsableRuns, export, load_study, metadata, phases, summarize
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
             study = load_study(out)
-            table = export.headline(summarize(study), metadata.headline_domains(study))
+            generation = phases.generating(study)
+            figures = dict(clock=phases.HEADLINE_CLOCK, energy=phases.HEADLINE_ENERGY) if generation else {}
+            table = export.headline(summarize(study), metadata.headline_domains(study), **figures)
     except NoUsableRuns:
         return
     except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy
         print(f"warning: no table of medians ({type(error).__name__}: {error})", file=sys.stderr)
         return
-    print("medians over complete runs (energy per inference = one forward pass):")
+    print("medians over complete runs; energy per output token (whole request), per prompt token (prefill) and "
+          "per decode token, in J:" if generation else
+          "medians over complete runs (energy per inference = one forward pass):")
     print(table.drop(columns="model").to_string(index=False))
 
 

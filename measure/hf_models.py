@@ -1,4 +1,4 @@
-"""Hugging Face models by name: ``load_hf(name)``, and the pieces a later task (generation) can reuse.
+"""Hugging Face models by name: ``load_hf(name)`` for forward passes, ``load_decoder(name)`` for generation.
 
 ``name`` is, in this order:
 
@@ -8,6 +8,13 @@
 2. a ``transformers`` architecture (a key of ``transformers.CONFIG_MAPPING``:
    ``bert``, ``distilbert``, ``roberta``, ``gpt2``, ``llama``, ``vit``, ...):
    its default config (``GPT2Config()``) with random weights.
+
+Either may end in ``:key=value,key=value``, fields of its config set to other
+values, e.g. ``gpt2:n_layer=2,n_head=4,n_embd=128``: a smaller model of the
+same architecture, always with random weights (the overrides are part of the
+model's name, so every table says which configuration ran). Values are
+integers, decimal numbers, ``true`` or ``false``; a key the config lacks is
+refused with one line.
 
 The kind of model, from its config's ``model_type`` and transformers' auto classes:
 
@@ -20,6 +27,11 @@ The kind of model, from its config's ``model_type`` and transformers' auto class
 Encoder-decoder models (T5, BART, Whisper) and others are refused with one line.
 Weights are float32 whatever the checkpoint holds (a sweep casts them);
 random weights are drawn from seed 0.
+
+Generation (``load_decoder``) takes a decoder only: its prompt of ``n`` tokens is
+``prefix + [content] * (n - len(prefix))`` (``TokenIds.prompt``): GPT-2's is
+``<|endoftext|>`` then ``n - 1`` fillers, with no attention mask (no padding), and the
+prompt length goes up to ``max_position_embeddings``.
 
 Text inputs are ``input_ids`` and ``attention_mask``, ``(batch, n + specials)``
 int64: ``prefix + [content] * n + suffix`` (``TokenIds``). With a cached
@@ -42,13 +54,14 @@ ViT-base (one patch), exactly 224 px for CLIP's vision tower.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
 import torch
 
-from .models import LoadedModel, ModelError, ModelInputs, image_batch
+from .models import LoadedModel, ModelError, ModelInputs, image_batch, one_line
 from .size_probe import size_range
 
 FILLER_TOKEN_ID = 1000
@@ -79,8 +92,20 @@ class TokenIds:
         ids = torch.tensor([[*self.prefix, *[self.content_id] * tokens, *self.suffix]]).repeat(batch_size, 1)
         return ModelInputs((), {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
 
+    def prompt(self, tokens: int, batch_size: int) -> ModelInputs:
+        """A generation's prompt of exactly ``tokens`` tokens: the prefix, then ``content_id`` to fill
+        (``tokens`` at least ``len(prefix) + 1``); ``input_ids`` only, ``(batch_size, tokens)`` int64."""
+        fill = tokens - len(self.prefix)
+        if fill < 1:
+            raise ModelError(f"a prompt needs at least {len(self.prefix) + 1} tokens here, got {tokens}")
+        ids = torch.tensor([[*self.prefix, *[self.content_id] * fill]]).repeat(batch_size, 1)
+        return ModelInputs((), {"input_ids": ids})
+
     def describe(self) -> str:
         return f"{list(self.prefix)} + [{self.content_id}] × n + {list(self.suffix)} (from the {self.source})"
+
+    def describe_prompt(self) -> str:
+        return f"{list(self.prefix)} + [{self.content_id}] × (n - {len(self.prefix)}) (from the {self.source})"
 
     @classmethod
     def from_tokenizer(cls, tokenizer, word: str = "yes") -> "TokenIds | None":
@@ -99,14 +124,15 @@ class TokenIds:
     @classmethod
     def from_config(cls, config, kind: str) -> "TokenIds":
         """``FILLER_TOKEN_ID`` between the special tokens of the config (its text part, for a multimodal
-        one): ``bos_token_id`` first, and for an encoder ``eos_token_id`` last, each where it is set."""
+        one): ``bos_token_id`` first, and for an encoder ``eos_token_id`` last, each where it is set and inside
+        the vocabulary (a config whose ``vocab_size`` was made smaller may keep ids beyond it)."""
         def first(value):
             return value[0] if isinstance(value, (list, tuple)) else value
 
         text = config.get_text_config()
         bos, eos = first(getattr(text, "bos_token_id", None)), first(getattr(text, "eos_token_id", None))
-        prefix = (bos,) if bos is not None else ()
-        suffix = (eos,) if eos is not None and kind == "encoder" else ()
+        prefix = (bos,) if bos is not None and bos < text.vocab_size else ()
+        suffix = (eos,) if eos is not None and eos < text.vocab_size and kind == "encoder" else ()
         return cls(min(FILLER_TOKEN_ID, text.vocab_size - 1), prefix, suffix, "config")
 
 
@@ -156,27 +182,63 @@ def kind_of(config, name: str) -> tuple[str, type]:
     return kind, getattr(transformers, class_name)
 
 
+_OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^,=:]+")
+
+
+def split_name(name: str) -> tuple[str, dict[str, int | float | bool]]:
+    """``gpt2:n_layer=2,n_embd=128`` -> ``("gpt2", {"n_layer": 2, "n_embd": 128})``; a name without
+    config overrides -> ``(name, {})``. ``ModelError`` (one line) for a value that is not an integer, a
+    decimal number, ``true`` or ``false``."""
+    base, colon, spec = name.rpartition(":")
+    items = spec.split(",")
+    if not colon or not base or not all(_OVERRIDE.fullmatch(item) for item in items):
+        return name, {}
+    overrides: dict[str, int | float | bool] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        overrides[key] = _config_value(name, key, text)
+    return base, overrides
+
+
+def _config_value(name: str, key: str, text: str) -> int | float | bool:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ModelError(f"hf:{name}: {key}={text} is not an integer, a decimal number, true or false")
+
+
 def resolve_config(name: str, fallback=None) -> tuple[object, bool]:
-    """The config of ``name`` and whether it was found in the local cache (or a folder).
+    """The config of ``name`` and whether it was found in the local cache (or a folder), with the config
+    overrides the name ends with (``split_name``) applied.
 
     Not cached: ``fallback`` when given, else the default config of the
     transformers architecture ``name``; ``ModelError`` (one line) when it is
-    neither, or names a model whose kind is not supported (``kind_of``).
+    neither, when an override names a key the config lacks, or when it names a
+    model whose kind is not supported (``kind_of``).
     """
     from transformers import CONFIG_MAPPING, AutoConfig
 
     _quiet_transformers()
+    base, overrides = split_name(name)
     try:
-        config, cached = AutoConfig.from_pretrained(name, local_files_only=True), True
+        config, cached = AutoConfig.from_pretrained(base, local_files_only=True), True
     except OSError:
         if fallback is not None:
             config, cached = fallback, False
-        elif name in CONFIG_MAPPING:
-            config, cached = CONFIG_MAPPING[name](), False
+        elif base in CONFIG_MAPPING:
+            config, cached = CONFIG_MAPPING[base](), False
         else:
-            raise ModelError(f"hf:{name}: no {name!r} in the local Hugging Face cache (nothing is downloaded) and "
+            raise ModelError(f"hf:{name}: no {base!r} in the local Hugging Face cache (nothing is downloaded) and "
                              "no transformers architecture of that name (e.g. bert, distilbert, roberta, gpt2, vit; "
                              "see transformers.CONFIG_MAPPING)") from None
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ModelError(f"hf:{name}: {type(config).__name__} has no {key!r} to set")
+        setattr(config, key, value)
     kind_of(config, name)
     return config, cached
 
@@ -192,33 +254,49 @@ def build_hf(name: str, fallback=None) -> HFModel:
     """Build ``name`` (see the module's docstring) in float32, eval mode, on the CPU.
 
     ``fallback``: the config to use, with random weights, when ``name`` is not
-    cached (default: the architecture ``name``'s default config). Raises
-    ``ModelError`` (one line) for an unknown or unsupported name.
+    cached (default: the architecture ``name``'s default config). A name with
+    config overrides always gets random weights. Raises ``ModelError`` (one
+    line) for an unknown or unsupported name, or overrides the architecture
+    cannot be built with.
     """
     config, cached = resolve_config(name, fallback)
+    base, overrides = split_name(name)
     kind, model_class = kind_of(config, name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = _cached_model(model_class, name) if cached else None
+        module = _cached_model(model_class, base) if cached and not overrides else None
         weights = "pretrained" if module is not None else "random"
         if module is None:
-            module = model_class(config).to(torch.float32)
+            try:
+                module = model_class(config).to(torch.float32)
+            except (ValueError, TypeError, AssertionError, RuntimeError) as error:
+                raise ModelError(f"hf:{name}: {type(config).__name__} cannot be built with "
+                                 f"{_listed(overrides)}: {one_line(error)}") from None
     module.eval()
+    changed = f" with {_listed(overrides)}" if overrides else ""
     if not cached:
-        source = f"default {type(config).__name__}()"
-        notice = (f"pretrained {name} not in the local Hugging Face cache; "
+        source = f"default {type(config).__name__}(){changed}"
+        notice = (f"pretrained {base} not in the local Hugging Face cache; "
                   f"using random weights with transformers' {source}")
     elif weights == "random":
-        source = f"{name}'s cached config"
-        notice = f"the weights of {name} are not in the local Hugging Face cache (its config is); using random weights"
+        source = f"{base}'s cached config{changed}"
+        notice = (f"config overrides given ({_listed(overrides)}); using random weights" if overrides else
+                  f"the weights of {base} are not in the local Hugging Face cache (its config is); "
+                  "using random weights")
     else:
-        source, notice = f"{name} from the local cache", None
+        source, notice = f"{base} from the local cache", None
     token_ids = None
     if kind != "image":
-        tokenizer = _cached_tokenizer(name) if cached else None
-        token_ids = (TokenIds.from_tokenizer(tokenizer) if tokenizer is not None else None) \
-            or TokenIds.from_config(config, kind)
+        tokenizer = _cached_tokenizer(base) if cached else None
+        token_ids = (TokenIds.from_tokenizer(tokenizer) if tokenizer is not None else None)
+        vocab = config.get_text_config().vocab_size
+        if token_ids is None or max(token_ids.content_id, *token_ids.prefix, *token_ids.suffix) >= vocab:
+            token_ids = TokenIds.from_config(config, kind)
     return HFModel(module, config, kind, weights, notice, token_ids, source)
+
+
+def _listed(overrides: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in overrides.items())
 
 
 def _cached_model(model_class: type, name: str) -> torch.nn.Module | None:
@@ -279,6 +357,22 @@ def loaded_hf(label: str, model: HFModel) -> LoadedModel:
 def load_hf(name: str) -> LoadedModel:
     """``hf:<name>`` as a ``LoadedModel`` (see the module's docstring); ``ModelError`` (one line) if unknown."""
     return loaded_hf(f"hf:{name}", build_hf(name))
+
+
+def load_decoder(name: str) -> LoadedModel:
+    """``hf:<name>`` for the generate task (``measure.generation``): a decoder with its language-modelling head,
+    task ``generate``, whose input of ``n`` tokens is a prompt of exactly ``n`` tokens (``TokenIds.prompt``), up
+    to ``max_position_embeddings`` (the new tokens need positions too: ``generation.check_lengths``).
+    ``ModelError`` (one line) for an unknown name or a model that is not a decoder."""
+    model = build_hf(name)
+    if model.kind != "decoder":
+        raise ModelError(f"hf:{name} is an {model.kind} model ({type(model.module).__name__}); the generate task "
+                         "needs a text decoder (a causal language model such as gpt2 or llama)")
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    return LoadedModel(f"hf:{name}", "generate", model.module, model.weights, model.weights_notice,
+                       model.token_ids.prompt, "tokens", len(model.token_ids.prefix) + 1, positions,
+                       description=f"{type(model.module).__name__} ({model.source}); prompt ids "
+                                   f"{model.token_ids.describe_prompt()}")
 
 
 def load_seed_bert() -> LoadedModel:

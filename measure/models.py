@@ -7,7 +7,11 @@ means (pixels, tokens). ``load_model(name)`` builds a model by name:
 - ``alexnet``, ``resnet50``, ``bert``: the seed study's models;
 - ``torchvision:<name>``: any of ``torchvision.models.list_models()`` (``measure.tv_models``);
 - ``hf:<id or architecture>``: a Hugging Face model in the local cache, or a
-  ``transformers`` architecture with its default configuration (``measure.hf_models``).
+  ``transformers`` architecture with its default configuration, optionally with
+  config overrides (``hf:gpt2:n_layer=2,n_head=4,n_embd=128``; ``measure.hf_models``).
+
+``load_model(name, task="generate")`` builds a Hugging Face decoder for the
+generate task (``measure.generation``) instead of one forward pass.
 
 ``user_model(module, input_factory)`` wraps the user's own. ``model_help()`` is
 the text that lists these families.
@@ -200,6 +204,8 @@ FAMILIES = (
                 "e.g. hf:bert-base-uncased: text encoders and decoders sized in tokens, image classifiers in px"),
     ("hf:<architecture>", "a transformers architecture with its default config and random weights, "
                           "e.g. hf:gpt2, hf:distilbert, hf:roberta, hf:vit (used when no such id is cached)"),
+    ("hf:<name>:<key>=<v>,...", "the same with fields of its config changed (random weights), e.g. a small GPT-2: "
+                                "hf:gpt2:n_layer=2,n_head=4,n_embd=128"),
 )
 
 
@@ -218,12 +224,22 @@ def unknown_model(name: str) -> ModelError:
                       f"(e.g. hf:gpt2, hf:distilbert)")
 
 
-def load_model(name: str) -> LoadedModel:
-    """Build ``name`` in eval mode on the CPU (see the module's docstring for the names).
+def load_model(name: str, task: str = "forward") -> LoadedModel:
+    """Build ``name`` in eval mode on the CPU (see the module's docstring for the names), for ``task``:
+    ``forward`` (one forward pass per inference) or ``generate`` (an ``hf:`` decoder, ``hf_models.load_decoder``).
 
-    Raises ``ModelError`` (one line) for an unknown name, or a model whose
-    inputs this package cannot make.
+    Raises ``ModelError`` (one line) for an unknown name, a model whose
+    inputs this package cannot make, or one the task cannot run.
     """
+    if task == "generate":
+        if not name.startswith(HF_PREFIX):
+            raise ModelError(f"the generate task runs Hugging Face decoders, named hf:<id or architecture> "
+                             f"(e.g. hf:gpt2), got {name!r}")
+        from .hf_models import load_decoder
+
+        loaded = load_decoder(name[len(HF_PREFIX):])
+        loaded.module.eval()
+        return loaded
     if name in BUILDERS:
         loaded = BUILDERS[name]()
     elif name.startswith(TORCHVISION_PREFIX):

@@ -2,8 +2,12 @@
 
 A study measures every point of a grid (configuration x input size) ``runs``
 times. A configuration is one value of each knob: batch size, dtype, execution
-(eager or compiled) and, when swept, the number of torch threads; each has a
-folder of its own, ``OUT/<config>/input_<size>/run_<k>/`` (``runtree.config_name``).
+(eager or compiled), when swept the number of torch threads and, for the
+``generate`` task, the number of new tokens; each has a folder of its own,
+``OUT/<config>/input_<size>/run_<k>/`` (``runtree.config_name``). The task is
+``forward`` (timed forward passes) or ``generate`` (a decoder's greedy
+generation, ``measure.generation``: one request of a batch per window, the
+prompt length as the input size).
 A *cell* is one run folder: (configuration, input size, run). The cells are
 measured in the plan's ``order`` and a shard takes every n-th of the ordered
 cells. This module imports no torch: a plan is checked, recorded and compared
@@ -19,12 +23,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Collection, Iterator, Mapping, NamedTuple
 
 from . import runtree
 
+TASKS = ("forward", "generate")
 DTYPES = ("fp32", "fp16", "bf16")
 EXECUTIONS = ("eager", "compiled")
 DTYPE_MODES = ("cast", "autocast")
@@ -47,7 +52,8 @@ def named(names: Mapping[str, str], key: str) -> str:
 class Preset:
     """A study's protocol for one model: sizes, timed iterations per run (``iterations_at``: per size; None:
     as many as fill ``min_window_s`` seconds), runs, untimed warm-up inferences, idle recording (s),
-    sampling period (s), and the grid's batch sizes and dtypes with the cells' order."""
+    sampling period (s), the grid's batch sizes and dtypes with the cells' order, and for the generate task
+    its new tokens per request."""
 
     sizes: tuple[int, ...]
     iterations: int | None
@@ -60,6 +66,7 @@ class Preset:
     batch_sizes: tuple[int, ...] = (1,)
     dtypes: tuple[str, ...] = ("fp32",)
     order: str = "sequential"
+    new_tokens: tuple[int, ...] | None = None  # the generate task's: new tokens per request
 
 
 RESNET_SIZES = (8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -113,24 +120,46 @@ GENERIC_PRESETS: dict[str, dict[str, Preset]] = {
 }
 
 
+# The generate task (any decoder): prompt lengths as sizes, new tokens and batch sizes per request; one request
+# per window (measure.generation), so ``iterations`` is 1.
+GENERATION_PRESETS: dict[str, Preset] = {
+    # The default: prompts of 32, 128 and 512 tokens, 64 new tokens, batches of 1 and 8.
+    "seed": Preset((32, 128, 512), 1, warmup=2, batch_sizes=(1, 8), new_tokens=(64,)),
+    # Seconds per point on a 2-core CPU with a small configuration, e.g. hf:gpt2:n_layer=2,n_head=4,n_embd=128.
+    "quick": Preset((16, 64, 256), 1, runs=3, warmup=1, idle_s=1.0, batch_sizes=(1, 4), new_tokens=(16,)),
+    # The committed CPU study (data/generation/): GPT-2's architecture on a 2-core CPU.
+    "cpu-study": Preset((32, 128, 512), 1, runs=5, warmup=1, batch_sizes=(1, 4), new_tokens=(32,)),
+    # The GPU study's generation points (scripts/gpu_study.sh): decode phases of 128 tokens last well over NVML's
+    # ~100 ms counter update; sampled every 0.02 s so that the analysis aligns the counter on its updates.
+    "gpu-study": Preset((64, 512), 1, runs=5, warmup=1, period_s=0.02, batch_sizes=(1, 16), new_tokens=(128,)),
+}
+
+
 @dataclass(frozen=True)
 class Config:
-    """One configuration of the knobs; ``threads`` None: torch's number, not set."""
+    """One configuration of the knobs; ``threads`` None: torch's number, not set; ``new_tokens``: tokens
+    generated per request (the generate task), None for forward passes."""
 
     batch_size: int = 1
     dtype: str = "fp32"
     execution: str = "eager"
     threads: int | None = None
+    new_tokens: int | None = None
 
     @property
     def knobs(self) -> dict[str, int | str]:
-        """The knobs that name the folder (``threads`` only when set)."""
-        knobs = {"batch_size": self.batch_size, "dtype": self.dtype, "execution": self.execution}
-        return knobs if self.threads is None else {**knobs, "threads": self.threads}
+        """The knobs that name the folder (``threads`` and ``new_tokens`` only when set)."""
+        knobs: dict[str, int | str] = {"batch_size": self.batch_size, "dtype": self.dtype,
+                                       "execution": self.execution}
+        if self.threads is not None:
+            knobs["threads"] = self.threads
+        if self.new_tokens is not None:
+            knobs["new_tokens"] = self.new_tokens
+        return knobs
 
     @property
     def name(self) -> str:
-        """The configuration's folder name, e.g. ``batch8-bf16-compiled-threads2``."""
+        """The configuration's folder name, e.g. ``batch8-bf16-compiled-threads2`` or ``batch1-fp32-eager-new64``."""
         return runtree.config_name(self.knobs)
 
 
@@ -164,6 +193,10 @@ class Plan:
     target relative half-width of the 95 % CI of a point's median), runs are
     added to a point until a stop rule says so, ``runs`` being the minimum and
     ``max_runs`` the cap, and each window lasts at least ``min_window_s``.
+    ``task``: ``forward`` (``iterations`` forward passes per window) or
+    ``generate`` (one request of each batch per window, ``iterations`` 1:
+    ``sizes`` are prompt lengths in tokens and ``new_tokens``, at least 2 each,
+    one configuration each, the tokens generated per request; eager only).
     """
 
     model: str
@@ -185,6 +218,8 @@ class Plan:
     threads: list[int] | None = None
     order: str = "sequential"
     seed: int = 0
+    task: str = "forward"
+    new_tokens: list[int] | None = None
 
     @classmethod
     def from_preset(cls, model: str, preset: str = "seed", *, quick: bool = False, size_unit: str | None = None,
@@ -194,7 +229,8 @@ class Plan:
         ``quick=True`` is ``preset="quick"``. A model the preset does not name
         (``torchvision:<name>``, ``hf:<name>``) takes the preset's generic protocol
         for its ``size_unit`` (``px`` or ``tokens``, see ``GENERIC_PRESETS``), where
-        it has one. An override of None keeps the
+        it has one; ``task="generate"`` takes ``GENERATION_PRESETS`` for any model
+        (its prompt lengths, new tokens and batch sizes). An override of None keeps the
         preset's value; ``iterations`` replaces every per-size count of the
         preset, and ``iterations_at`` adds per-size counts to those left; with
         a ``precision`` and no ``runs``, runs default to ``MIN_PRECISION_RUNS``
@@ -206,7 +242,13 @@ class Plan:
             preset = "quick"
         if preset not in PRESETS:
             raise PlanError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        chosen = PRESETS[preset].get(model) or GENERIC_PRESETS.get(preset, {}).get(size_unit)
+        if overrides.get("task") == "generate":
+            chosen = GENERATION_PRESETS.get(preset)
+        else:
+            chosen = PRESETS[preset].get(model) or GENERIC_PRESETS.get(preset, {}).get(size_unit)
+        if chosen is None and overrides.get("task") == "generate":
+            raise PlanError(f"preset {preset!r} has no protocol for the generate task; it has "
+                            f"{', '.join(GENERATION_PRESETS)}")
         if chosen is None:
             generic = f" or any model with inputs in {' or '.join(GENERIC_PRESETS[preset])}" \
                 if preset in GENERIC_PRESETS else ""
@@ -219,7 +261,8 @@ class Plan:
                             f"it takes {', '.join(sorted(known))}")
         plan = cls(model, list(chosen.sizes), chosen.iterations, chosen.runs, chosen.warmup,
                    period_s=chosen.period_s, idle_s=chosen.idle_s, min_window_s=chosen.min_window_s,
-                   batch_sizes=list(chosen.batch_sizes), dtypes=list(chosen.dtypes), order=chosen.order)
+                   batch_sizes=list(chosen.batch_sizes), dtypes=list(chosen.dtypes), order=chosen.order,
+                   new_tokens=None if chosen.new_tokens is None else list(chosen.new_tokens))
         given = {name: value for name, value in overrides.items() if value is not None}
         if "precision" in given and "runs" not in given:
             plan.runs = MIN_PRECISION_RUNS
@@ -258,17 +301,20 @@ class Plan:
         def name(key: str) -> str:
             return named(names, key)
 
+        if self.task not in TASKS:
+            raise PlanError(f"{name('task')} must be one of {', '.join(TASKS)}, got {self.task!r}")
         for key in ("sizes", "batch_sizes", "threads"):
             values = getattr(self, key)
             if values is None and key == "threads":
                 continue
             if not values or any(not _integer(v) or v < 1 for v in values):
                 raise PlanError(f"{name(key)} must be positive integers, got {values}")
+        self._validate_generation(names)
         for key, allowed in (("dtypes", DTYPES), ("executions", EXECUTIONS)):
             values = getattr(self, key)
             if not values or any(v not in allowed for v in values):
                 raise PlanError(f"{name(key)} must be among {', '.join(allowed)}, got {values}")
-        for key in ("sizes", "batch_sizes", "dtypes", "executions", "threads"):
+        for key in ("sizes", "batch_sizes", "dtypes", "executions", "threads", "new_tokens"):
             values = getattr(self, key) or []
             repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
             if repeated:
@@ -300,15 +346,38 @@ class Plan:
             raise PlanError(f"{name('max_runs')} must be at least {name('runs')} and {MIN_PRECISION_RUNS} "
                             f"with {name('precision')}, got {self.max_runs} (with {name('runs')} {self.runs})")
 
+    def _validate_generation(self, names: Mapping[str, str]) -> None:
+        """The generate task's own rules: new tokens (at least 2: a first token and a decode phase), one
+        request per window, eager execution; and no new tokens for forward passes."""
+        def name(key: str) -> str:
+            return named(names, key)
+
+        if self.task != "generate":
+            if self.new_tokens is not None:
+                raise PlanError(f"{name('new_tokens')} goes with the generate {name('task')}")
+            return
+        values = self.new_tokens
+        if not values or any(not _integer(v) or v < 2 for v in values):
+            raise PlanError(f"{name('new_tokens')} must be integers of at least 2 (the first token comes from the "
+                            f"prefill, the others from the decode phase), got {values}")
+        if self.iterations != 1 or self.iterations_at:
+            raise PlanError(f"the generate {name('task')} measures one request per window: {name('iterations')} "
+                            f"must be 1 and {name('iterations_at')} empty; add runs with {name('runs')}")
+        if "compiled" in self.executions:
+            raise PlanError(f"the generate {name('task')} runs eager only: torch.compile would compile again at "
+                            "every decode step, whose cache grows by one token")
+
     def iterations_for(self, size: int) -> int | None:
         """Timed inferences per run at ``size``; None: as many as fill ``min_window_s`` (sized per point)."""
         return self.iterations_at.get(size, self.iterations)
 
     def configs(self) -> list[Config]:
-        """Every configuration of the grid: batch sizes, then dtypes, executions and threads vary fastest."""
+        """Every configuration of the grid: batch sizes, then dtypes, executions, threads and new tokens vary
+        fastest."""
         threads = self.threads or [None]
-        return [Config(b, d, e, t) for b, d, e, t in itertools.product(self.batch_sizes, self.dtypes,
-                                                                        self.executions, threads)]
+        new_tokens = self.new_tokens or [None]
+        return [Config(b, d, e, t, m) for b, d, e, t, m in itertools.product(self.batch_sizes, self.dtypes,
+                                                                              self.executions, threads, new_tokens)]
 
     def points(self) -> list[tuple[Config, int]]:
         """Every (configuration, input size) of the grid, configuration by configuration."""
@@ -353,12 +422,14 @@ class Plan:
                     same_device: Callable[[str, str], bool] = str.__eq__) -> list[tuple[str, object, object]]:
         """``(field, recorded value, this plan's value)`` for every field that differs from a recorded plan.
 
-        ``same_device`` compares devices as they resolve (``auto`` may be ``cpu``).
+        ``same_device`` compares devices as they resolve (``auto`` may be ``cpu``). A field a recorded plan
+        lacks (written before the field existed) has its default value.
         """
         mine = self.record()
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
         differ = []
         for key, value in mine.items():
-            before = recorded.get(key)
+            before = recorded.get(key, defaults.get(key))
             same = same_device(str(before), str(value)) if key == "device" else before == value
             if not same:
                 differ.append((key, before, value))

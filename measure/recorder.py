@@ -4,10 +4,13 @@ The measured window is delimited by two synchronous samples: ``start()`` takes
 the ``start`` sample (t = 0) right before the first timed inference and
 ``stop()`` takes the ``end`` sample right after the last one, so the energy of
 a counter over the window is exactly ``counter(end) - counter(start)``.
+``split()`` takes a ``split`` sample the same way inside the window, at the
+boundary between two phases of the work (a generation's prefill and decode),
+so that each phase is delimited by synchronous samples too.
 Between the two, a ``tick`` sample is taken every ``period_s`` on a fixed grid
 (no drift; grid points missed by a late tick are skipped, not caught up).
-A tick never runs inside another, nor inside an edge's capture: a grid point
-that falls due while one is being taken is skipped, with both sources.
+A tick never runs inside another, nor inside an edge's or a split's capture: a
+grid point that falls due while one is being taken is skipped, with both sources.
 
 Two tick sources:
 
@@ -213,6 +216,20 @@ class Recorder:
             raise self._tick_error
         return Window(self._start_utc, utc_text(end[2]), t_end - self._t0, self._samples, self._gaps,
                       self.first_error, self._ticks_used, self._tick_cpu_s)
+
+    def split(self) -> float:
+        """Take a ``split`` sample now, inside the window: the synchronous boundary between two phases of the
+        measured work (a generation's prefill and decode). Like an edge, it reads every sensor fully
+        (``capture()``) under the lock, so that no tick is captured during it; it is decoded and written with
+        the ticks, after it in the file, so nothing is written at the boundary. Called from the thread that
+        called ``start``, right after the phase's work and its synchronisation; returns its ``t_s`` (s since
+        the ``start`` sample). ``RuntimeError`` when the recorder is not running."""
+        if self._armed is None:
+            raise RuntimeError("the recorder is not running")
+        with self._lock:
+            t = time.perf_counter()
+            self._pending.append(self._capture("split", t, self._captures))
+        return t - self._t0
 
     def __enter__(self) -> "Recorder":
         self.start()

@@ -331,6 +331,13 @@ def write_latencies(path: Path, latencies_s: Iterable[float]) -> None:
     write_atomic(path, "latency_s\n" + "".join(f"{float(value):.9f}\n" for value in latencies_s))
 
 
+def write_tokens(path: Path, t_s: Iterable[float], latency_s: Iterable[float]) -> None:
+    """``tokens.csv`` of a generation: a ``token,t_s,latency_s`` header, then one line per new token (0: the
+    first, made by the prefill): seconds from the request's start to the token, and of the step that made it."""
+    write_atomic(path, "token,t_s,latency_s\n" + "".join(f"{k},{float(t):.9f},{float(step):.9f}\n"
+                                                         for k, (t, step) in enumerate(zip(t_s, latency_s))))
+
+
 def clear_run(folder: Path) -> None:
     """Remove what an interrupted attempt left in a run folder: its files and temporary files."""
     for path in folder.iterdir():

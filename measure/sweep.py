@@ -5,7 +5,10 @@ configuration (``knobs``), makes the inputs, compiles for their shape
 (compiled execution), warms the model up outside the window, starts the
 recorder, times each inference (synchronising the GPU before reading the
 clock), stops the recorder right after the last one and writes
-``latency.csv`` and ``meta.json`` (``runtree``). A point that fails (out of
+``latency.csv`` and ``meta.json`` (``runtree``). The generate task measures
+one request per window instead, with a ``split`` sample between its prefill
+and its decode phase and ``tokens.csv`` beside ``latency.csv``
+(``measure.generation``). A point that fails (out of
 memory, an operation the dtype lacks on the device, a compiler missing) is a
 ``failed`` run with its reason, and the sweep goes on.
 
@@ -31,7 +34,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import knobs, runtree
+from . import generation, knobs, runtree
 from .host import host_info
 from .models import LoadedModel, ModelInputs, count_flops, count_params, load_model
 from .plan import API_NAMES, Cell, Config, Plan, PlanError, named
@@ -201,10 +204,13 @@ def prepare(plan: Plan, out: Path, *, resume: bool = False, shard: tuple[int, in
 
 
 def load_checked(plan: Plan, model: LoadedModel | None = None) -> LoadedModel:
-    """The plan's model (``model``, or loaded by name) once every input size fits it; ``ModelError`` if not."""
+    """The plan's model (``model``, or loaded by name for the plan's task) once every input size fits it (for
+    the generate task, with every number of new tokens); ``ModelError`` if not."""
     if model is not None and model.name != plan.model:
         raise PlanError(f"the plan measures {plan.model!r} but the model given is {model.name!r}")
-    loaded = model if model is not None else load_model(plan.model)
+    loaded = model if model is not None else load_model(plan.model, plan.task)
+    if plan.task == "generate":
+        generation.check_lengths(loaded, plan.sizes, plan.new_tokens)
     for size in plan.sizes:
         loaded.check_size(size)
     return loaded
@@ -447,6 +453,10 @@ def measure_cell(session: Session, cell: Cell, iterations: int | None) -> runtre
     identity = {"model": loaded.name, "task": loaded.task, "input_size": cell.size,
                 "batch_size": cell.config.batch_size, "dtype": cell.config.dtype,
                 "execution": cell.config.execution, "threads": torch.get_num_threads(), "device": str(device)}
+    generating = plan.task == "generate"
+    if generating:
+        identity["new_tokens"] = cell.config.new_tokens
+        iterations = 1  # one request per window
     fields = {
         "warmup": plan.warmup, "input_shape": None, "dtype_mode": plan.dtype_mode, "compile_s": None,
         "gpu_domain": session.gpu_domain, **({"gpu_domain_note": session.gpu_domain_note} if device.type == "cuda"
@@ -464,30 +474,16 @@ def measure_cell(session: Session, cell: Cell, iterations: int | None) -> runtre
         return meta
 
     write(runtree.RUNNING)
-    sync = synchronizer(device)
     try:
         configured = session.configured_for(cell.config)
         inputs = configured.inputs(cell.size)
         fields["input_shape"] = inputs.shape
         with configured.running():
-            fields["compile_s"] = configured.compile_call(inputs, sync)
-            timed_loop(configured.model, inputs, plan.warmup, sync)
-            if iterations is None:
-                iterations = iterations_for_window(timed_loop(configured.model, inputs, SIZING_INFERENCES, sync),
-                                                   plan.min_window_s)
-            compiled_before = knobs.compilations() if configured.compiled else None
-            sync()
-            recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
-                                ticks=tick_source(device))
-            recorder.start()
-            try:
-                latencies = timed_loop(configured.model, inputs, iterations, sync)
-            finally:
-                window = recorder.stop()
-            if compiled_before is not None and knobs.compilations() != compiled_before:
-                raise knobs.ConfigError("torch.compile compiled inside the measured window")
-            if (cell.config, cell.size) not in session.flops:  # after the window, so a run without warm-up starts cold
-                session.flops[cell.config, cell.size] = count_flops(configured.eager, inputs)
+            if generating:
+                latencies, window = _generation_window(session, cell, configured, inputs, fields)
+            else:
+                latencies, window = _forward_window(session, cell, configured, inputs, iterations, fields)
+                iterations = len(latencies)
         fields["flops_per_inference"] = session.flops[cell.config, cell.size]
         if fields["flops_per_inference"] is None:
             fields["flops_note"] = "torch.utils.flop_counter could not count this model's operations"
@@ -500,6 +496,59 @@ def measure_cell(session: Session, cell: Cell, iterations: int | None) -> runtre
             torch.cuda.empty_cache()
         return write(runtree.FAILED, one_line(error))
     return write(runtree.COMPLETE)
+
+
+def _forward_window(session: Session, cell: Cell, configured: knobs.Configured, inputs, iterations: int | None,
+                    fields: dict) -> tuple[np.ndarray, object]:
+    """``measure_cell``'s forward passes (inside ``configured.running()``): compilation of the input's shape,
+    warm-up, ``iterations`` timed ones in the window (None: as many as fill ``min_window_s``), FLOPs of one
+    (once per point, after the window). The latencies and the recorder's window."""
+    plan, folder, device = session.plan, cell.folder(session.out), session.device
+    sync = synchronizer(device)
+    fields["compile_s"] = configured.compile_call(inputs, sync)
+    timed_loop(configured.model, inputs, plan.warmup, sync)
+    if iterations is None:
+        iterations = iterations_for_window(timed_loop(configured.model, inputs, SIZING_INFERENCES, sync),
+                                           plan.min_window_s)
+    compiled_before = knobs.compilations() if configured.compiled else None
+    sync()
+    recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
+                        ticks=tick_source(device))
+    recorder.start()
+    try:
+        latencies = timed_loop(configured.model, inputs, iterations, sync)
+    finally:
+        window = recorder.stop()
+    if compiled_before is not None and knobs.compilations() != compiled_before:
+        raise knobs.ConfigError("torch.compile compiled inside the measured window")
+    if (cell.config, cell.size) not in session.flops:  # after the window, so a run without warm-up starts cold
+        session.flops[cell.config, cell.size] = count_flops(configured.eager, inputs)
+    return latencies, window
+
+
+def _generation_window(session: Session, cell: Cell, configured: knobs.Configured, inputs,
+                       fields: dict) -> tuple[list[float], object]:
+    """``measure_cell``'s generate task (inside ``configured.running()``): warm-up requests, one request in the
+    window with its ``split`` sample, FLOPs of a request (once per point, after the window), ``tokens.csv`` and
+    the generation's fields of ``meta.json``. The request's latency (a list of one) and the recorder's window."""
+    plan, folder, sync = session.plan, cell.folder(session.out), synchronizer(session.device)
+    decoder = generation.Decoder(configured.model.module)
+    recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
+                        ticks=tick_source(session.device))
+    measured = generation.measure_window(decoder, inputs, cell.config.new_tokens, plan.warmup, sync, recorder)
+    point = (cell.config, cell.size)
+    if point not in session.flops:
+        session.flops[point] = generation.count_flops(generation.Decoder(configured.eager.module), inputs,
+                                                      cell.config.new_tokens)
+    request = measured.generated
+    fields["phases"] = list(generation.PHASES)
+    fields["generation"] = {
+        "prompt_tokens": cell.size, "new_tokens": cell.config.new_tokens, "split_s": measured.split_s,
+        "decoding": "greedy, end of sequence suppressed", "kv_cache": request.cache_type,
+        "kv_cache_mib": request.cache_mib, "output_ids": request.tokens[0].tolist(),
+    }
+    runtree.write_tokens(folder / runtree.TOKENS_FILE, request.t_s, request.latency_s)
+    return [request.request_s], measured.window
 
 
 def record_idle(session: Session) -> dict:

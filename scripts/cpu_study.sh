@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The committed CPU studies: data/{alexnet,resnet50,bert,batch_precision}/ measured on this machine's CPU.
+# The committed CPU studies: data/{alexnet,resnet50,bert,batch_precision,generation}/ measured on this machine's CPU.
 #
-#   scripts/cpu_study.sh                 # all four (about 30 minutes on a 2-core CPU: ResNet50 5, BERT 10,
-#                                        # AlexNet 1, batch_precision 12)
+#   scripts/cpu_study.sh                 # all five (about 40 minutes on a 2-core CPU: ResNet50 5, BERT 10,
+#                                        # AlexNet 1, batch_precision 12, generation 8)
 #   scripts/cpu_study.sh resnet50 bert   # some of them
 #
 # For each study it runs `python -m measure run ... --device cpu` into a fresh
@@ -28,6 +28,8 @@
 # - batch_precision: ResNet50 at 64 px and DistilBERT (random weights) at 64 tokens, batch 1, 4, 16 x fp32,
 #   bf16, eager (torch.compile takes minutes per shape on this CPU), runs interleaved so that a drift of the
 #   machine's load falls on every configuration alike, iterations filling 2 s windows.
+# - generation: GPT-2's architecture (hf:gpt2, random weights), prompts of 32, 128 and 512 tokens,
+#   32 new tokens, batches of 1 and 4, one request per window, the preset's 5 runs (RUNS does not apply).
 #
 # Inference uses THREADS torch threads (OMP_NUM_THREADS, default 1): on a shared
 # 2-core machine, two threads make every parallel region wait for the thread that
@@ -50,7 +52,7 @@ WAIT_S="${WAIT_S:-600}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${THREADS:-1}"
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(alexnet resnet50 bert)
+[ ${#studies[@]} -gt 0 ] || studies=(alexnet resnet50 bert batch_precision generation)
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -121,9 +123,13 @@ files() {  # the README's list of files
   [ "$study" != alexnet ] || echo "- \`cold/\`: 3 runs with \`--warmup 0\`, each in a new process, for the warm-up effect."
 }
 
+generation() {
+  measure "$build/tree" hf:gpt2 --task generate --preset cpu-study
+}
+
 for study in "${studies[@]}"; do
-  case "$study" in alexnet|resnet50|bert|batch_precision) ;;
-    *) echo "unknown study $study (alexnet, resnet50, bert, batch_precision)" >&2; exit 2 ;; esac
+  case "$study" in alexnet|resnet50|bert|batch_precision|generation) ;;
+    *) echo "unknown study $study (alexnet, resnet50, bert, batch_precision, generation)" >&2; exit 2 ;; esac
   build="$(mktemp -d)/$study"  # outside the checkout until complete: nothing half-done to commit
   mkdir -p "$build"
   wait_for_quiet
@@ -166,6 +172,14 @@ for study in "${studies[@]}"; do
     fi
     echo
     files
+    [ "$study" != generation ] || cat <<'TEXT'
+
+Generation: each run is one request of the batch (prompt of `input_size` tokens, 32 new tokens, greedy), with a
+sample at the boundary between its prefill and its decode phase; `tree/*/input_*/run_*/tokens.csv` holds each
+token's timing. `summary.csv` has one row per prompt length and batch size, with the energy per output token, per
+prompt token (prefill) and per decode token, TTFT and inter-token latencies (docs/tables.md, "Generation runs").
+These come from a 2-core CPU virtual machine: the CPU energy is an estimate, and there is no GPU figure.
+TEXT
   } >"$build/README.md"
   rm "$build/commands.txt"
   rm -rf "$DATA/$study.old"

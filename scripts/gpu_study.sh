@@ -7,19 +7,25 @@
 #   OUT=/path/to/results scripts/gpu_study.sh
 #
 # Full ResNet50 (8..4096 px) and BERT (50..500 tokens) sweeps and the AlexNet
-# point, 10 runs each, with iterations cut so the whole study takes about six
-# minutes on a recent GPU (the package's gpu-study preset, measure/plan.py);
-# ResNet50 at 224 px over batch sizes 1..128 and fp32/bf16/fp16 (the gpu-batch
-# preset, about two minutes); and a test of NVML's energy counter with a
-# square-wave load at several phases of its updates (benchmarks/nvml_phase.py,
-# about a minute). It checks that the GPU energy is *measured* (NVML energy
-# counter), then packs the run trees into $OUT/gpu_study.tar.gz and writes one
-# summary CSV and one per-run CSV per sweep, the batch x dtype comparison, the
-# phase test's nvml_phase.json and a log beside it. Nothing is changed on the
-# GPU: no clock, power limit or persistence setting.
+# point, 10 runs each, with iterations cut so that they take about six minutes
+# on a recent GPU (the package's gpu-study preset, measure/plan.py); ResNet50
+# at 224 px over batch sizes 1..128 and fp32/bf16/fp16 (the gpu-batch preset,
+# about two minutes); the generation points, about a minute: GPT-2's
+# architecture (hf:gpt2, random weights) generating 128 tokens greedily from
+# prompts of 64 and 512 tokens in batches of 1 and 16, 5 runs of one request
+# each, with the prefill and the decode measured at their boundary (the
+# generate task's gpu-study preset); and a test of NVML's energy counter with
+# a square-wave load at several phases of its updates
+# (benchmarks/nvml_phase.py, about a minute). It checks that the GPU energy is
+# *measured* (NVML energy counter), then packs the run trees into
+# $OUT/gpu_study.tar.gz and writes one summary CSV and one per-run CSV per
+# sweep, the batch x dtype comparison, the phase test's nvml_phase.json and a
+# log beside it. Nothing is changed on the GPU: no clock, power limit or
+# persistence setting.
 #
-# Environment: OUT (default ./gpu_results), DEVICE (default cuda), RUNS (default 10),
-# SCALE (multiplies every iteration count; default 1), PYTHON (default python3).
+# Environment: OUT (default ./gpu_results), DEVICE (default cuda), RUNS (default 10; not the
+# generation points'), SCALE (multiplies every iteration count; default 1; not the generation
+# points'), PYTHON (default python3).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -71,6 +77,12 @@ echo "== resnet50: gpu-batch preset, on $DEVICE" | tee -a "$log"
 # Does NVML's energy counter see a short burst of work whatever its phase? (benchmarks/nvml_phase.py)
 "$PYTHON" "$here/benchmarks/nvml_phase.py" --out "$OUT" 2>&1 | tee -a "$log" || echo "note: the NVML phase test failed" | tee -a "$log"
 
+echo "== generation: hf:gpt2, the generate task's gpu-study preset on $DEVICE" | tee -a "$log"
+# each window is one request; its decode phase (128 tokens) lasts well over NVML's ~100 ms update, its prefill
+# usually not: the analysis then takes the prefill from the power readings and says so in the run's figures
+"$PYTHON" -m measure run hf:gpt2 --task generate --preset gpu-study --device "$DEVICE" --out "$trees/generation" \
+    --no-progress 2>&1 | tee -a "$log" || [ "${PIPESTATUS[0]}" -eq 1 ]
+
 # The GPU energy must come from a real sensor: in every complete run, the GPU the model ran on (gpu_domain,
 # matched by UUID) has a measured NVML energy counter.
 "$PYTHON" - "$trees" <<'PY' 2>&1 | tee -a "$log"
@@ -91,7 +103,7 @@ if bad:
 print("check: GPU energy measured by the NVML energy counter of the run's GPU in every complete run")
 PY
 
-for model in alexnet resnet50 bert resnet50_batch; do
+for model in alexnet resnet50 bert resnet50_batch generation; do
   "$PYTHON" -m analysis summarize "$trees/$model" -o "$OUT/${model}_summary.csv" --runs-csv "$OUT/${model}_runs.csv"
 done
 "$PYTHON" -m analysis compare "$trees/resnet50_batch" --baseline dtype=fp32 batch_size=1 -o "$OUT/resnet50_batch_compare.csv"

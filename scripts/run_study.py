@@ -33,7 +33,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("alexnet", "resnet50", "bert", "batch_precision")
+STUDIES = ("alexnet", "resnet50", "bert", "batch_precision", "generation")
 
 
 def execute(name: str, results: Path, timeout_s: int, into_notebooks: bool) -> str | None:

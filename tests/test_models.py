@@ -345,7 +345,8 @@ def test_check_model_name_builds_nothing():
 
 def test_model_help_lists_every_family():
     lines = model_help().splitlines()
-    assert [line.split()[0] for line in lines] == ["alexnet,", "torchvision:<name>", "hf:<id>", "hf:<architecture>"]
+    assert [line.split()[0] for line in lines] == ["alexnet,", "torchvision:<name>", "hf:<id>", "hf:<architecture>",
+                                                   "hf:<name>:<key>=<v>,..."]
 
 
 # --- the user's own model --------------------------------------------------------------------------------------

@@ -392,7 +392,7 @@ def test_cli_help_documents_every_option():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "vgg"], "invalid choice: 'vgg'"),
+    (["run", "vgg"], "unknown model 'vgg'"),
     (["run", "resnet50", "--runs", "0"], "must be at least 1"),
     (["run", "resnet50", "--sizes", "-5"], "must be at least 1"),
     (["run", "bert", "--sizes", "600", "--idle-seconds", "0.1"], "at most 510 tokens"),

@@ -184,3 +184,72 @@ def write_tree(root: str | Path, models: Sequence[str] = ("resnet50",), input_si
                   **run_options)
         for model in models for size in input_sizes for run in range(runs)
     ]
+
+
+PHASE_POWER_W = {"prefill": {"gpu0": 300.0, "package-0": 60.0, "cpu_estimated": 20.0},
+                 "decode": {"gpu0": 150.0, "package-0": 30.0, "cpu_estimated": 20.0}}
+
+
+def write_generation_run(root: str | Path, input_size: int = 32, run: int = 0, *,
+                         phase_power_w: Mapping[str, Mapping[str, float]] = PHASE_POWER_W,
+                         phase_s: Mapping[str, float] = {"prefill": 0.4, "decode": 1.6}, period_s: float = 0.1,
+                         batch_size: int = 2, new_tokens: int = 8, gpu_power: bool = True, split: bool = True,
+                         token_latency_s: Sequence[float] | None = None, tokens: bool = True,
+                         counter_start_j: float = COUNTER_START_J, model: str = "hf:gpt2") -> Path:
+    """Write ``root/input_<size>/run_<k>/`` of a generation run, as the generate task would, and return it.
+
+    Each domain draws a constant power per phase (``phase_power_w[phase][domain]``, W) for ``phase_s[phase]``
+    seconds: ``start`` at 0, a ``split`` sample at the end of the prefill (unless ``split`` is false), ``end``
+    after the decode, ticks every ``period_s`` between. Counters (``gpu<i>``, ``package-<s>``) hold exactly the
+    energy drawn since the start plus ``counter_start_j``; a power reading is the power of the phase its time
+    falls in (the prefill's at the split). ``gpu_power=False`` leaves the GPU without its power channel.
+    ``tokens.csv`` holds ``new_tokens`` tokens of ``token_latency_s`` each (default: the prefill's duration for
+    token 0, the decode's spread evenly over the others), unless ``tokens`` is false.
+    """
+    folder = Path(root) / f"input_{input_size}" / f"run_{run}"
+    folder.mkdir(parents=True, exist_ok=True)
+    prefill_s, decode_s = phase_s["prefill"], phase_s["decode"]
+    window_s = prefill_s + decode_s
+    grid = period_s * np.arange(1, int(window_s / period_s) + 1)
+    ticks = [(t, "tick") for t in grid if min(abs(t - prefill_s), window_s - t) > 1e-6]
+    samples = sorted([(0.0, "start"), *ticks, *([(prefill_s, "split")] if split else []), (window_s, "end")])
+    domains = list(phase_power_w["prefill"])
+    lines = []
+    for t, mark in samples:
+        line: dict[str, object] = {"t_s": round(float(t), 6), "utc": "2025-01-01T12:00:00.000000Z", "mark": mark,
+                                   "gap": ""}
+        for domain in domains:
+            p_prefill, p_decode = phase_power_w["prefill"][domain], phase_power_w["decode"][domain]
+            drawn_j = p_prefill * min(t, prefill_s) + p_decode * max(t - prefill_s, 0.0)
+            for channel in channels_of(domain, gpu_extra=()):
+                metric = channel.split(".")[1]
+                if metric == "energy_j":
+                    line[channel] = counter_start_j + drawn_j
+                elif metric == "power_w" and (gpu_power or kind(domain) != "gpu"):
+                    line[channel] = p_prefill if t <= prefill_s else p_decode
+                elif metric == "load":
+                    line[channel] = 0.5
+        line.update(PROCESS)
+        lines.append(json.dumps(line) + "\n")
+    (folder / "power_metrics.json").write_text("".join(lines), encoding="utf-8")
+    latency = np.asarray(token_latency_s if token_latency_s is not None
+                         else [prefill_s] + [decode_s / (new_tokens - 1)] * (new_tokens - 1), dtype=float)
+    if tokens:
+        runtree.write_tokens(folder / runtree.TOKENS_FILE, np.cumsum(latency), latency)
+    runtree.write_latencies(folder / runtree.LATENCY_FILE, [float(np.sum(latency))])
+    sensors = {domain: sensor_meta(domain, gpu_extra=()) for domain in domains}
+    if not gpu_power:
+        for about in sensors.values():
+            about["channels"] = [c for c in about["channels"] if not (c.startswith("gpu") and c.endswith("power_w"))]
+    identity = {"model": model, "task": "generate", "input_size": input_size, "batch_size": batch_size,
+                "dtype": "fp32", "execution": "eager", "threads": 8, "device": "cuda:0", "new_tokens": new_tokens}
+    fields = {"warmup": 1, "gpu_domain": "gpu0", "weights": "random", "period_s": period_s, "sensors": sensors,
+              "unavailable": {}, "window": {"duration_s": window_s, "samples": len(lines), "gap_samples": 0},
+              "host": {"hostname": "synthetic", "cpu_model": "Synthetic CPU", "logical_cpus": 8,
+                       "gpus": [{"domain": "gpu0", "name": "Synthetic GPU", "driver": "550", "uuid": "GPU-0"}]},
+              "phases": ["prefill", "decode"],
+              "generation": {"prompt_tokens": input_size, "new_tokens": new_tokens, "split_s": prefill_s}}
+    if not (Path(root) / runtree.STUDY_FILE).exists():
+        runtree.write_json(Path(root) / runtree.STUDY_FILE, {"schema": runtree.SCHEMA, "plan": {"model": model}})
+    runtree.write_meta(folder, runtree.Meta(runtree.SCHEMA, "complete", None, identity, run, 1, fields))
+    return folder

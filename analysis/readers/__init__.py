@@ -33,7 +33,7 @@ from . import aipowermeter, files, ours
 SAMPLES_FILE = runtree.SAMPLES_FILE
 # Identity columns in display order; a tree may add dimensions of its own (appended in name order).
 DIMENSIONS = ["model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device"]
-RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable"}  # not identity
+RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable", "phases"}  # not identity
 CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup", "period_s",
              "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 
@@ -78,7 +78,10 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     for column in [*DIMENSIONS, *CONSTANTS]:
         if column not in info:
             info[column] = None
-    return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host", "unavailable"]]
+    if "phases" not in info:  # only our generation runs name phases
+        info["phases"] = None
+    return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host", "unavailable",
+                 "phases"]]
 
 
 def _walk(root: Path, label: str | None, model: str | None, include_incomplete: bool,
@@ -137,6 +140,13 @@ def sample_frames(info: pd.DataFrame, text: bool = False) -> Iterator[pd.DataFra
     ids = info.index.to_numpy()
     return chain(ours.frames([(ids[i], paths[i] / SAMPLES_FILE) for i in ours_at], text=text),
                  aipowermeter.frames([(ids[i], paths[i] / SAMPLES_FILE) for i in aipm_at]))
+
+
+def tokens(info: pd.DataFrame) -> pd.DataFrame:
+    """Every new token of the runs of ``info`` that name phases (our generation runs): ``run_id, token, t_s,
+    latency_s`` (``ours.tokens``)."""
+    phased = info["phases"].map(lambda phases: isinstance(phases, list) and len(phases) > 0)
+    return ours.tokens(info.loc[phased, "path"])
 
 
 def latencies(info: pd.DataFrame) -> pd.Series:

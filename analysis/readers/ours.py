@@ -29,7 +29,7 @@ FORMAT = "ours"
 CHUNK_BYTES = 32 << 20
 WORKERS = 3
 BLANKS = bytes.maketrans(b",{}:", b"    ")
-MARKS = ("start", "tick", "end")
+MARKS = ("start", "tick", "split", "end")  # split: a generation's boundary between its phases
 # schema-1 channel metric -> its current name (MiB channels were named _mb)
 RENAMED = {old: new for old, new in runtree.SCHEMA_1_CHANNELS.items()}
 
@@ -58,7 +58,7 @@ def record(folder: Path) -> dict | None:
         "hardware_gpu": names.get(gpu_domain), "hardware_cpu": host.get("cpu_model"),
         "logical_cpus": host.get("logical_cpus"), "order": meta.get("order"), "sensors": _renamed_sensors(meta.sensors),
         "host": host, "unavailable": meta.unavailable,
-        "idle": {"recording": recording, "given_w": meta.idle_power_w},
+        "idle": {"recording": recording, "given_w": meta.idle_power_w}, "phases": meta.get("phases"),
     }
 
 
@@ -153,7 +153,7 @@ def _read_chunk(keys: tuple[str, ...], datas, lines, runs, text: bool) -> pd.Dat
     numeric = [k for k in wanted if k not in ("mark", "utc", "gap")]
     marks = set(frame["mark"].cat.categories)
     if len(frame) != sum(lines) or any(frame[k].dtype.kind != "f" for k in numeric) \
-            or frame["t_s"].isna().any() or not marks <= {'"start"', '"tick"', '"end"'}:
+            or frame["t_s"].isna().any() or not marks <= {f'"{mark}"' for mark in MARKS}:
         return None
     frame["mark"] = frame["mark"].cat.rename_categories(lambda c: c.strip('"'))
     if text:
@@ -164,6 +164,35 @@ def _read_chunk(keys: tuple[str, ...], datas, lines, runs, text: bool) -> pd.Dat
     frame.insert(0, "run", np.repeat(runs, lines))
     frame.insert(1, "segment", 0)
     return frame
+
+
+def tokens(folders: pd.Series) -> pd.DataFrame:
+    """Every new token of the generation runs in ``folders`` (run id -> folder): ``run_id, token, t_s,
+    latency_s`` from their ``tokens.csv`` (docs/run-tree.md), in file order. A missing or unreadable file, or
+    one without those columns, is warned about and its run left out; rows with a value that is not a
+    non-negative number are dropped with a warning."""
+    parts = []
+    for run, folder in folders.items():
+        path = Path(folder) / runtree.TOKENS_FILE
+        try:
+            table = pd.read_csv(path)
+        except FileNotFoundError:
+            warn(f"{folder}: no {runtree.TOKENS_FILE}; its time to first token and inter-token latencies unknown")
+            continue
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            warn(f"{path}: unreadable ({type(error).__name__}); its token timings unknown")
+            continue
+        if not {"token", "t_s", "latency_s"} <= set(table.columns):
+            warn(f"{path}: no token, t_s and latency_s columns; its token timings unknown")
+            continue
+        values = table[["token", "t_s", "latency_s"]].apply(pd.to_numeric, errors="coerce")
+        bad = ~(values >= 0).all(axis=1)
+        if bad.any():
+            warn(f"{path}: {int(bad.sum())} line(s) with a value that is not a non-negative number dropped")
+        parts.append(values[~bad].assign(run_id=run))
+    empty = pd.DataFrame({"run_id": pd.Series(dtype=int), **{c: pd.Series(dtype=float)
+                                                             for c in ("token", "t_s", "latency_s")}})
+    return pd.concat([empty, *parts], ignore_index=True)[list(empty.columns)]
 
 
 def _parse_lines(run: int, path: Path, data: bytes, text: bool) -> pd.DataFrame | None:
