@@ -215,8 +215,8 @@ def _other_load(inside: pd.DataFrame, run: np.ndarray, ids, window_s: np.ndarray
     """The share of the machine's CPUs that other work kept busy during each window (domain ``host``,
     quantity ``other_cpu_load``): (machine-wide busy CPU seconds − this process tree's) / (window × logical
     CPUs), from the ``host.busy_cpu_s`` and ``process.cpu_s`` counters at the window's edges. A window where
-    it reaches ``OTHER_LOAD_WARNING`` is warned about: its energies include other work's (the CPU estimate's
-    above all), and its latencies may be slowed by it."""
+    it reaches ``OTHER_LOAD_WARNING`` is warned about, in one warning for all such windows of the frame: their
+    energies include other work's (the CPU estimate's above all), and their latencies may be slowed by it."""
     if "host.busy_cpu_s" not in inside or "process.cpu_s" not in inside or not len(run):
         return []
     n = len(ids)
@@ -229,9 +229,15 @@ def _other_load(inside: pd.DataFrame, run: np.ndarray, ids, window_s: np.ndarray
     at = run[first]
     other[at] = ((busy[last] - busy[first]) - (own[last] - own[first])) / (window_s[at] * cpus[at])
     other = np.clip(other, 0.0, 1.0)  # the two counters tick at different resolutions
-    for i in np.flatnonzero(other >= OTHER_LOAD_WARNING):
-        warn(f"{paths[i]}: other processes kept {other[i]:.0%} of the machine's CPUs busy during the window; "
-             "its energies include their work (an estimated CPU energy above all) and its latencies may be slowed")
+    busy = np.flatnonzero(other >= OTHER_LOAD_WARNING)
+    if len(busy) == 1:
+        warn(f"{paths[busy[0]]}: other processes kept {other[busy[0]]:.0%} of the machine's CPUs busy during the "
+             "window; its energies include their work (an estimated CPU energy above all) and its latencies may be "
+             "slowed")
+    elif len(busy):
+        warn(f"{paths[busy[0]]} and {len(busy) - 1} other run(s): other processes kept {other[busy].min():.0%} to "
+             f"{other[busy].max():.0%} of the machine's CPUs busy during their windows; their energies include that "
+             "work (an estimated CPU energy above all) and their latencies may be slowed")
     return [_rows(ids, "host", "other_cpu_load", other, "fraction of CPUs", "measured",
                   "busy CPU time of the machine minus this process tree's, at the window's edges")]
 

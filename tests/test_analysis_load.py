@@ -528,3 +528,15 @@ def test_other_work_on_the_machine_is_measured_and_warned_about(tmp_path):
     study = load_warned(tmp_path, r"run_1: other processes kept 50% of the machine's CPUs busy during the window")
     assert energy(study, "host", "other_cpu_load", run=0) == pytest.approx(0.025)
     assert energy(study, "host", "other_cpu_load", run=1) == pytest.approx(0.5)
+
+
+def test_other_work_during_several_windows_is_one_warning_with_its_range(tmp_path):
+    for run, busy_per_s in enumerate((5.0, 3.0, 1.2)):  # 50 %, 25 % and 2.5 % of 8 CPUs
+        with_cpu_counters(write_run(tmp_path, run=run), busy_per_s=busy_per_s, own_per_s=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_study(tmp_path)
+    said = [str(w.message) for w in caught if "other processes kept" in str(w.message)]
+    assert len(said) == 1, said
+    assert re.search(r"run_0 and 1 other run\(s\): other processes kept 25% to 50% of the machine's CPUs busy "
+                     r"during their windows", said[0])
