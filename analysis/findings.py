@@ -249,8 +249,10 @@ def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
     prompt length, the decode energy per token at the largest batch over the
     smallest; each a dict of the two medians over runs, their ratio and its
     percentile-bootstrap 95 % CI (``stats.bootstrap_ratio_ci``, NaN with fewer
-    than two runs a side), the runs of each side and ``direction`` (``higher``,
-    ``lower`` or ``no difference shown``). ``prefill_share``: the median
+    than two runs a side), whether that CI comes from enough runs to trust
+    (``ci_reliable``: ``MIN_RUNS_FOR_CI`` a side), the runs of each side and
+    ``verdict`` (``higher``, ``lower`` or ``no difference shown``, as
+    ``comparison.compare`` says it). ``prefill_share``: the median
     prefill share of the request's energy at every point (``input_size``,
     ``batch_size``, ``share``); ``decode_over_prefill``: at every point, the
     median decode energy per token over the median prefill energy per prompt
@@ -258,7 +260,7 @@ def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
     Raises ``ValueError`` when the study holds no decode energy per token in
     ``domain``.
     """
-    from .stats import bootstrap_ratio_ci
+    from .stats import MIN_RUNS_FOR_CI, bootstrap_ratio_ci
 
     rows = study.select(["decode_energy_per_token_j", "prefill_energy_per_token_j", "itl_median_s",
                          "prefill_energy_share"], [domain, "clock"])
@@ -271,11 +273,12 @@ def generation_trends(study: Study, domain: str, seed: int = 0) -> dict:
         values = rows[(rows["quantity"] == quantity) & (rows[where] == fixed)]
         a, b = (values.loc[values[vary] == v, "value"].to_numpy() for v in (low, high))
         low_ci, high_ci = bootstrap_ratio_ci(b, a, rng=rng) if len(a) and len(b) else (np.nan, np.nan)
-        direction = ("higher" if low_ci > 1 else "lower" if high_ci < 1 else
-                     "no difference shown" if np.isfinite(low_ci) else "too few runs for a CI")
+        verdict = ("higher" if low_ci > 1 else "lower" if high_ci < 1 else
+                   "no difference shown" if np.isfinite(low_ci) else "too few runs for a CI")
         return {where: fixed, f"{vary}_from": low, f"{vary}_to": high, "median_from": float(np.median(a)),
                 "median_to": float(np.median(b)), "ratio": float(np.median(b) / np.median(a)),
-                "ci_low": low_ci, "ci_high": high_ci, "runs": [len(a), len(b)], "direction": direction}
+                "ci_low": low_ci, "ci_high": high_ci, "ci_reliable": min(len(a), len(b)) >= MIN_RUNS_FOR_CI,
+                "runs": [len(a), len(b)], "verdict": verdict}
 
     prompts, batches = sorted(decode["input_size"].unique()), sorted(decode["batch_size"].unique())
     context = [{"decode_energy_per_token_j": ratio("decode_energy_per_token_j", "batch_size", b, "input_size",

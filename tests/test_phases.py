@@ -217,10 +217,10 @@ def test_generation_trends_from_synthetic_runs(tmp_path):
     assert (trends["source"], trends["method"]) == ("measured", "counter")
     for row in trends["context"]:
         energy = row["decode_energy_per_token_j"]
-        assert energy["ratio"] == pytest.approx(1.5) and energy["direction"] == "higher"
+        assert energy["ratio"] == pytest.approx(1.5) and energy["verdict"] == "higher" and energy["ci_reliable"]
         assert (energy["input_size_from"], energy["input_size_to"], energy["runs"]) == (32, 512, [5, 5])
     for row in trends["batch"]:
-        assert row["ratio"] == pytest.approx(2.0 / 4) and row["direction"] == "lower"
+        assert row["ratio"] == pytest.approx(2.0 / 4) and row["verdict"] == "lower"
     shares = {(r["input_size"], r["batch_size"]): r["share"] for r in trends["prefill_share"]}
     assert shares[32, 1] == pytest.approx(200 * 0.4 / (200 * 0.4 + 100 * 1.002 * 1.6), rel=1e-6)
     costs = {(r["input_size"], r["batch_size"]): r["ratio"] for r in trends["decode_over_prefill"]}
