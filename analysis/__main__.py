@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import export, metadata, phases
+from . import export, metadata
 from .comparison import DEFAULT_QUANTITIES, compare
 from .problems import AnalysisWarning, NoUsableRuns
 from .stats import summarize
@@ -116,13 +116,11 @@ def _summarize(study, args: argparse.Namespace) -> int:
     summary = summarize(study, by=args.by)
     if args.runs_csv:
         study.wide().to_csv(args.runs_csv, index=False)
-    generation = phases.generating(study)  # then the generation figures, per token and request
-    if args.output is None and sys.stdout.isatty():
-        figures = dict(clock=phases.HEADLINE_CLOCK, energy=phases.HEADLINE_ENERGY) if generation else {}
-        print(export.headline(summary, metadata.headline_domains(study), **figures).to_string(index=False))
+    if args.output is None and sys.stdout.isatty():  # generation runs: their figures per token and request
+        print(export.headline(summary, metadata.headline_domains(study), **export.headline_quantities(study))
+              .to_string(index=False))
         return 0
-    quantities = (*export.SEED_QUANTITIES, *phases.QUANTITIES) if generation else export.SEED_QUANTITIES
-    table = summary if args.long else export.wide_summary(summary, study, quantities=quantities)
+    table = summary if args.long else export.wide_summary(summary, study, quantities=export.summary_quantities(study))
     table.to_csv(args.output if args.output else sys.stdout, index=False)
     return 0
 

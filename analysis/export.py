@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import phases
 from .stats import MIN_RUNS_FOR_CI, summarize
 from .tables import Study, wide_name
 
@@ -28,6 +29,22 @@ SEED_STATISTICS = ("median", "iqr", "ci_low", "ci_high", "n")
 SEED_QUANTITIES = ("latency_median_s", "latency_p90_s", "energy_per_inference_j", "energy_per_sample_j",
                    "dynamic_energy_per_inference_j", "mean_power_w", "sm_util_mean_pct", "mem_used_peak_mib",
                    "proc_mem_peak_mib", "rss_peak_mib")
+HEADLINE_CLOCK, HEADLINE_ENERGY = ("latency_median_s",), ("energy_per_inference_j",)  # headline's, forward passes
+
+
+def summary_quantities(study: Study) -> tuple[str, ...]:
+    """The quantities of ``study``'s wide summary (the ``summary.csv`` of a tree): ``SEED_QUANTITIES``, and the
+    generation figures (``phases.QUANTITIES``) when it holds generation runs."""
+    return (*SEED_QUANTITIES, *phases.QUANTITIES) if phases.generating(study) else SEED_QUANTITIES
+
+
+def headline_quantities(study: Study) -> dict[str, tuple[str, ...]]:
+    """``headline``'s ``clock`` and ``energy`` quantities for ``study``: TTFT, ITL and the energies per token
+    (``phases.HEADLINE_CLOCK``, ``phases.HEADLINE_ENERGY``) when it holds generation runs, else the latency and
+    the energy per inference."""
+    if phases.generating(study):
+        return {"clock": phases.HEADLINE_CLOCK, "energy": phases.HEADLINE_ENERGY}
+    return {"clock": HEADLINE_CLOCK, "energy": HEADLINE_ENERGY}
 
 
 def wide_summary(summary: pd.DataFrame, study: Study, *, statistics: Sequence[str] = SEED_STATISTICS,
@@ -62,8 +79,7 @@ def _points(study: Study, by: list[str]) -> pd.DataFrame:
 
 
 def headline(summary: pd.DataFrame, domains: Sequence[str], sig: int = 3, *,
-             clock: Sequence[str] = ("latency_median_s",),
-             energy: Sequence[str] = ("energy_per_inference_j",)) -> pd.DataFrame:
+             clock: Sequence[str] = HEADLINE_CLOCK, energy: Sequence[str] = HEADLINE_ENERGY) -> pd.DataFrame:
     """A table to read: per point, the runs, the median of each ``clock`` quantity (default: the latency) and
     of each ``energy`` quantity of each domain (default: the energy per inference) with its 95 % CI (rounded
     to ``sig`` significant digits; ``(n < 5)`` after a CI from too few runs to trust), and each domain's

@@ -443,8 +443,8 @@ def print_medians(out: Path) -> None:
             warnings.simplefilter("ignore", AnalysisWarning)  # failed runs are reported above
             study = load_study(out)
             generation = phases.generating(study)
-            figures = dict(clock=phases.HEADLINE_CLOCK, energy=phases.HEADLINE_ENERGY) if generation else {}
-            table = export.headline(summarize(study), metadata.headline_domains(study), **figures)
+            table = export.headline(summarize(study), metadata.headline_domains(study),
+                                    **export.headline_quantities(study))
     except NoUsableRuns:
         return
     except Exception as error:  # noqa: BLE001 - the tree is written; the table is a courtesy

@@ -174,6 +174,20 @@ def test_summaries_and_comparisons_take_the_generation_figures_unchanged(tmp_pat
     assert gpu["ratio"] == pytest.approx(1.5 / 4) and gpu["verdict"].startswith("lower")
 
 
+def test_the_tables_to_read_take_the_generation_figures_of_a_generation_study(tmp_path):
+    from analysis import export
+    from analysis.phases import HEADLINE_CLOCK, HEADLINE_ENERGY
+
+    write_generation_run(tmp_path / "generation")
+    write_run(tmp_path / "forward", "resnet50", 64, 0)
+    generation, forward = load_study(tmp_path / "generation"), load_study(tmp_path / "forward")
+    assert export.headline_quantities(generation) == {"clock": HEADLINE_CLOCK, "energy": HEADLINE_ENERGY}
+    assert export.headline_quantities(forward) == {"clock": ("latency_median_s",),
+                                                   "energy": ("energy_per_inference_j",)}
+    assert set(QUANTITIES) <= set(export.summary_quantities(generation))
+    assert export.summary_quantities(forward) == export.SEED_QUANTITIES
+
+
 def test_the_committed_generation_study():
     """data/generation/ as scripts/cpu_study.sh wrote it: the cpu-study preset's grid, phases that add up to
     every window, the estimate labelled, and token timings for every run."""
