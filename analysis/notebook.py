@@ -43,7 +43,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -194,7 +194,8 @@ def ratio_text(row: Mapping) -> str:
 def protocol_table(columns: Mapping[str, Plan | Study]) -> str:
     """A Markdown table of protocols side by side, one column per plan (what a profile would measure) or
     study (what was measured): input sizes, configurations, timed inferences and untimed warm-up per run,
-    runs per point, sampling period."""
+    runs per point, sampling period; for the generate task, prompt tokens, new tokens per request, and
+    requests instead of inferences."""
     described = {name: _plan_protocol(p) if isinstance(p, Plan) else _study_protocol(p)
                  for name, p in columns.items()}
     items = list(next(iter(described.values())))
@@ -224,10 +225,25 @@ def _plan_protocol(plan: Plan) -> dict[str, str]:
         timed = ", ".join(f"{plan.iterations_for(s)} at {s}" for s in others)
         if plan.iterations is not None:
             timed = f"{plan.iterations} ({timed})" if others else str(plan.iterations)
-    return {"input sizes": _listed(plan.sizes),
-            "configurations": _configurations(plan.batch_sizes, plan.dtypes, plan.executions),
-            "timed inferences per run": timed, "untimed warm-up per run": str(plan.warmup),
-            "runs per point": str(plan.runs), "sampling period (s)": _number(plan.period_s)}
+    protocol = {"input sizes": _listed(plan.sizes),
+                "configurations": _configurations(plan.batch_sizes, plan.dtypes, plan.executions),
+                "timed inferences per run": timed, "untimed warm-up per run": str(plan.warmup),
+                "runs per point": str(plan.runs), "sampling period (s)": _number(plan.period_s)}
+    return _generation_protocol(protocol, plan.new_tokens) if plan.task == "generate" else protocol
+
+
+GENERATION_ITEMS = {"input sizes": "prompt tokens", "timed inferences per run": "timed requests per run",
+                    "untimed warm-up per run": "untimed warm-up requests per run"}
+
+
+def _generation_protocol(protocol: dict[str, str], new_tokens) -> dict[str, str]:
+    """A protocol of the generate task in its own words: prompt tokens, new tokens per request, requests."""
+    out = {}
+    for item, value in protocol.items():
+        out[GENERATION_ITEMS.get(item, item)] = value
+        if item == "input sizes":
+            out["new tokens per request"] = _listed(new_tokens)
+    return out
 
 
 def _study_protocol(study: Study) -> dict[str, str]:
@@ -241,13 +257,17 @@ def _study_protocol(study: Study) -> dict[str, str]:
     timed = by_size.iloc[0] if by_size.nunique() == 1 else ", ".join(f"{n} at {_number(s)}"
                                                                         for s, n in by_size.items())
     points = runs.groupby([d for d in study.dimensions if d != "label"], observed=True)["run"].nunique()
-    return {"input sizes": _listed(sorted(metadata.distinct(runs["input_size"]))),
-            "configurations": _configurations(sorted(metadata.distinct(runs["batch_size"])),
-                                              [d for d in DTYPES if d in set(runs["dtype"])],
-                                              [e for e in EXECUTIONS if e in set(runs["execution"])]),
-            "timed inferences per run": timed, "untimed warm-up per run": _listed(metadata.distinct(runs["warmup"])),
-            "runs per point": _listed(sorted(metadata.distinct(points))),
-            "sampling period (s)": _listed(metadata.distinct(runs["period_s"]))}
+    protocol = {"input sizes": _listed(sorted(metadata.distinct(runs["input_size"]))),
+                "configurations": _configurations(sorted(metadata.distinct(runs["batch_size"])),
+                                                  [d for d in DTYPES if d in set(runs["dtype"])],
+                                                  [e for e in EXECUTIONS if e in set(runs["execution"])]),
+                "timed inferences per run": timed,
+                "untimed warm-up per run": _listed(metadata.distinct(runs["warmup"])),
+                "runs per point": _listed(sorted(metadata.distinct(points))),
+                "sampling period (s)": _listed(metadata.distinct(runs["period_s"]))}
+    if (runs["task"] == "generate").all():
+        return _generation_protocol(protocol, sorted(metadata.distinct(runs["new_tokens"])))
+    return protocol
 
 
 def _configurations(batch_sizes, dtypes, executions) -> str:
@@ -450,15 +470,17 @@ class StudyNotebook:
         return tree
 
     def write_tables(self, folder: str = "tree") -> tuple[Path, Path]:
-        """The fresh tree ``out/<folder>``'s summary (the seed's per-model CSV, ``export.wide_summary``) and
-        per-run table (``Study.wide``), as ``data/<study>/`` holds them: ``out/summary.csv`` and
+        """The fresh tree ``out/<folder>``'s summary (the seed's per-model CSV, ``export.wide_summary``, with the
+        generation figures of a generation tree) and per-run table (``Study.wide``), as ``data/<study>/`` holds
+        them: ``out/summary.csv`` and
         ``out/runs.csv`` for ``tree``, ``out/<folder>_summary.csv`` and ``..._runs.csv`` for another folder
         (``/`` as ``_``); their paths."""
         study = self.fresh_study(folder)
         prefix = "" if folder == "tree" else folder.replace("/", "_") + "_"
         summary, runs = self.out / f"{prefix}summary.csv", self.out / f"{prefix}runs.csv"
         with self.quiet():
-            export.wide_summary(summarize(study), study).to_csv(summary, index=False)
+            export.wide_summary(summarize(study), study, quantities=export.summary_quantities(study)).to_csv(
+                summary, index=False)
         study.wide().to_csv(runs, index=False)
         return summary, runs
 
@@ -481,22 +503,25 @@ class StudyNotebook:
         self.say(key, DATA_TEMPLATE, **data_values(study))
 
     def compare_fresh(self, study: Study, key: str = "fresh") -> pd.DataFrame | None:
-        """The fresh runs against the committed ones (``comparison.compare``, baseline ``committed``): the
-        table printed and written to ``out/<key>_comparison.csv``, and a paragraph (``say(key, ...)``) that
-        quotes the ratios with their CIs, the hardware, and, when both ran on the same hardware, that on a
-        shared machine the differences come from background load. None when nothing fresh was measured."""
+        """The fresh runs against the committed ones (``comparison.compare``, baseline ``committed``) in the
+        figures of the study's tables (``export.headline_quantities``: the latency and the energy per inference;
+        for generation runs TTFT, ITL and the energies per token) and the mean power: the table printed and
+        written to ``out/<key>_comparison.csv``, and a paragraph (``say(key, ...)``) that quotes the ratios
+        with their CIs, the hardware, and, when both ran on the same hardware, that on a shared machine the
+        differences come from background load. None when nothing fresh was measured."""
         if "fresh" not in set(study.runs["label"]):
             print("no fresh measurement to compare with the committed one")
             return None
+        figures = export.headline_quantities(study)
         with self.quiet():
             table = compare(study, baseline="committed", by=["label"],
-                            quantities=("latency_median_s", "energy_per_inference_j", "mean_power_w"))
+                            quantities=(*figures["clock"], *figures["energy"], "mean_power_w"))
         self.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(self.out / f"{key}_comparison.csv", index=False)
         print(export.comparison_text(table))
         threads = {label: sorted(metadata.distinct(study.runs.loc[study.runs["label"] == label, "threads"]))
                    for label in LABELS}
-        self.say(key, FRESH_TEMPLATE, **_fresh_values(table, threads))
+        self.say(key, FRESH_TEMPLATE, **_fresh_values(table, threads, **figures))
         return table
 
     def fresh_study(self, folder: str = "tree") -> Study | None:
@@ -591,9 +616,16 @@ def data_values(study: Study) -> dict[str, object]:
 
 FRESH_TEMPLATE = """
 **Fresh against committed.** At the {points} point(s) measured both times ({runs} fresh runs per point
-against {baseline_runs} committed), the fresh latency per inference against the committed one is
+against {baseline_runs} committed), the fresh {clock} against the committed one is
 {latency}{energy}. {unreliable}{hardware}{threads}
 """
+PROSE_NAMES = {"latency_median_s": "latency per inference", "itl_median_s": "median inter-token latency",
+               "energy_per_output_token_j": "energy per output token (whole request)"}  # else plots.quantity_name
+
+
+def _prose_name(quantity: str) -> str:
+    """A quantity in the words of a sentence: ``latency per inference``, ``time to first token``."""
+    return PROSE_NAMES.get(quantity) or plots.quantity_name(quantity).lower()
 
 
 def _span(rows: pd.DataFrame) -> str:
@@ -606,17 +638,24 @@ def _span(rows: pd.DataFrame) -> str:
     return f"{rows['ratio'].min():.3g}× to {rows['ratio'].max():.3g}× ({verdicts} of {len(rows)} points)"
 
 
-def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] | None = None) -> dict[str, object]:
-    """The values of ``FRESH_TEMPLATE`` from a comparison of the fresh runs with the committed ones and the
-    torch threads of each label."""
+def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] | None = None, *,
+                  clock: Sequence[str] = export.HEADLINE_CLOCK,
+                  energy: Sequence[str] = export.HEADLINE_ENERGY) -> dict[str, object]:
+    """The values of ``FRESH_TEMPLATE`` from a comparison of the fresh runs with the committed ones in the
+    ``clock`` and ``energy`` quantities and the mean power, and the torch threads of each label."""
     known = table[np.isfinite(table["ratio"].astype(float))]
-    latency = known[known["quantity"] == "latency_median_s"]
-    energy = known[known["quantity"] == "energy_per_inference_j"]
+    latency = known[known["quantity"] == clock[0]]
     power = known[known["quantity"] == "mean_power_w"]
+    latency_text = _span(latency) if not latency.empty else "not comparable"
+    for quantity in clock[1:]:
+        rows = known[known["quantity"] == quantity]
+        latency_text += f"; its {_prose_name(quantity)}: {_span(rows)}" if not rows.empty else ""
+    energy = known[known["quantity"].isin(energy)]
     energy_text = ""
-    for domain, rows in energy.groupby("domain", observed=True, sort=False):
+    for (quantity, domain), rows in energy.groupby(["quantity", "domain"], observed=True, sort=False):
         source = metadata.joined(rows["source"])
-        energy_text += f"; its {plots.domain_name(str(domain))} energy per inference ({source}): {_span(rows)}"
+        energy_text += (f"; its {plots.domain_name(str(domain))} {_prose_name(str(quantity))} ({source}): "
+                        f"{_span(rows)}")
     if energy.empty:
         energy_text = "; no energy figure was measured both times, so no energy is compared"
     hardware = metadata.distinct(table["hardware"])
@@ -641,7 +680,7 @@ def _fresh_values(table: pd.DataFrame, threads: Mapping[str, list] | None = None
     return {"points": len(latency),
             "runs": _listed(sorted(metadata.distinct(latency["n"]))),
             "baseline_runs": _listed(sorted(metadata.distinct(latency["n_baseline"]))),
-            "latency": _span(latency) if not latency.empty else "not comparable", "energy": energy_text,
+            "clock": _prose_name(clock[0]), "latency": latency_text, "energy": energy_text,
             "unreliable": unreliable, "hardware": hardware_text,
             "threads": "" if len({tuple(v) for v in (threads or {}).values()}) <= 1 else
             " The two sides also ran with different torch threads (" + ", ".join(

@@ -12,14 +12,16 @@ import math
 import warnings
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from treegen import write_run  # noqa: E402
+from treegen import PHASE_POWER_W, write_generation_run, write_run  # noqa: E402
 
 from analysis import AnalysisWarning, load_study, notebook  # noqa: E402
+from analysis.phases import HEADLINE_ENERGY  # noqa: E402
 from analysis.notebook import StudyNotebook  # noqa: E402
 from measure.plan import Config, Plan  # noqa: E402
 
@@ -41,6 +43,17 @@ def tree(root, sizes=(64, 128), runs=3, latency=0.01, power_w=CPU_ONLY, device="
                 if "cpu_estimated" in meta["sensors"]:
                     meta["sensors"]["cpu_estimated"].update(ESTIMATE)
                 (folder / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def generation_tree(root, prompts=(32, 128), runs=3, power_scale=1.0):
+    """A synthetic generation tree of hf:gpt2 at batch 1 (8 new tokens): ``PHASE_POWER_W`` × ``power_scale`` per
+    phase, each run 1 % above the previous one."""
+    for prompt in prompts:
+        for run in range(runs):
+            power = {phase: {domain: watts * power_scale * (1 + 0.01 * run) for domain, watts in powers.items()}
+                     for phase, powers in PHASE_POWER_W.items()}
+            write_generation_run(root, input_size=prompt, run=run, batch_size=1, phase_power_w=power)
     return root
 
 
@@ -181,6 +194,15 @@ def test_protocol_table_of_plans_and_studies(tmp_path):
     assert "| runs per point | 10 | 2 |" in lines
 
 
+def test_protocol_table_of_the_generate_task_speaks_of_prompts_and_requests(tmp_path):
+    plan = Plan.from_preset("hf:gpt2", "quick", task="generate", new_tokens=[32])
+    lines = notebook.protocol_table({"plan": plan, "data": study_of(generation_tree(tmp_path, runs=2))}).splitlines()
+    assert "| prompt tokens | 16, 64, 256 | 32, 128 |" in lines
+    assert "| new tokens per request | 32 | 8 |" in lines
+    assert "| timed requests per run | 1 | 1 |" in lines and "| untimed warm-up requests per run | 1 | 1 |" in lines
+    assert "| runs per point | 3 | 2 |" in lines and not [line for line in lines if "inferences" in line]
+
+
 def test_data_values_say_where_the_energy_comes_from(tmp_path):
     cpu = notebook.data_values(study_of(tree(tmp_path / "cpu")))
     assert "CPU energy is **estimated**: TDP 8 W (MEASURE_CPU_TDP_W) × (0.3 + 0.7 × machine-wide CPU load)" \
@@ -227,6 +249,34 @@ def test_compare_fresh_says_when_the_hardware_differs_and_when_runs_are_few(tmp_
     assert "The hardware differs (Other CPU vs Synthetic CPU)" in text and "background load" not in text
     assert "With 3 runs on one side" in text and "(n < 5)" in text
     assert "different torch threads (committed: 1, fresh: 2)" in text
+
+
+def test_compare_fresh_of_generation_runs_quotes_their_figures_per_token(tmp_path):
+    committed = generation_tree(tmp_path / "committed", runs=5)
+    fresh = generation_tree(tmp_path / "fresh", runs=5, power_scale=2.0)  # the same times at twice the power
+    nb = StudyNotebook("generation", "quick", "cpu", tmp_path / "out", 0, False)
+    table = nb.compare_fresh(study_of(committed, fresh, labels=["committed", "fresh"]))
+    assert set(table["quantity"]) == {"ttft_s", "itl_median_s", *HEADLINE_ENERGY, "mean_power_w"}
+    decode = table[(table["quantity"] == "decode_energy_per_token_j") & (table["domain"] == "gpu")]
+    assert decode["ratio"].tolist() == pytest.approx([2.0, 2.0])
+    text = " ".join(nb.texts["fresh"].split())
+    assert "At the 2 point(s) measured both times (5 fresh runs per point against 5 committed)" in text
+    assert "the fresh time to first token against the committed one is 1× to 1× (no difference shown at 2 of 2" in text
+    assert "; its median inter-token latency: 1× to 1×" in text
+    assert "; its GPU decode energy per generated token (measured): 2× to 2× (higher at 2 of 2 points)" in text
+    assert "; its CPU package prefill energy per prompt token (measured): 2× to 2×" in text
+    assert "latency per inference" not in text and "energy per inference" not in text
+
+
+def test_the_fresh_summary_of_a_generation_tree_carries_its_figures(tmp_path):
+    nb = StudyNotebook("generation", "quick", "cpu", tmp_path / "out", 0, True)
+    generation_tree(tmp_path / "out" / "tree")
+    nb.measured.add("tree")  # as measure() leaves it
+    summary, runs = nb.write_tables()
+    columns = set(pd.read_csv(summary).columns)
+    assert {"ttft_s_median", "itl_median_s_median", "gpu_decode_energy_per_token_j_median",
+            "gpu_prefill_energy_share_median", "latency_median_s_median"} <= columns
+    assert len(pd.read_csv(runs)) == 6
 
 
 def test_compare_fresh_without_a_fresh_run(tmp_path, capsys):
