@@ -619,8 +619,9 @@ FRESH_TEMPLATE = """
 against {baseline_runs} committed), the fresh {clock} against the committed one is
 {latency}{energy}. {unreliable}{hardware}{threads}
 """
+# quantities in the words of a sentence, where plots.quantity_name's (an axis's) do not read as one
 PROSE_NAMES = {"latency_median_s": "latency per inference", "itl_median_s": "median inter-token latency",
-               "energy_per_output_token_j": "energy per output token (whole request)"}  # else plots.quantity_name
+               "energy_per_output_token_j": "energy per output token over the whole request"}
 
 
 def _prose_name(quantity: str) -> str:
