@@ -3,8 +3,8 @@
     python scripts/run_study.py [--profile quick|full] [--fresh 0|1] [--results DIR] [--device auto|cpu|cuda]
                                 [--threads N] [--studies NAME ...] [--into-notebooks]
 
-Each notebook (``notebooks/<study>.ipynb``: alexnet, resnet50, bert, batch_precision) reads the committed
-results in ``data/<study>/`` and, when fresh (the default in the ``quick`` profile only: a ``full``
+Each notebook (``notebooks/<study>.ipynb``: alexnet, resnet50, bert, batch_precision, generation) reads the
+committed results in ``data/<study>/`` and, when fresh (the default in the ``quick`` profile only: a ``full``
 measurement takes hours and needs ``--fresh 1``), measures its study again through the package. Under
 ``DIR/<study>/`` it writes the fresh run tree(s) with their summary and per-run CSVs, the comparison with
 the committed runs (``*comparison.csv``), ``key_numbers.json`` (key numbers and the rendered prose) and

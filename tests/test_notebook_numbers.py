@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -31,15 +32,16 @@ SIZES = {  # as scripts/cpu_study.sh measures them
 RUNS = 10
 MAX_MB = 5
 BUSY_IDLE = "idle baseline recorded while the machine was busy"  # refused on a shared machine, as it must be
+OTHER_WORK = "other processes kept"  # said of the windows that other work shared (runs that record it)
 BATCH_MODELS = {"resnet50": "resnet50", "distilbert": "hf:distilbert"}  # tree folder: model
 
 
-def load(path):
-    """The study of ``path``; every warning but a refused busy idle baseline is an error."""
+def load(path, allowed=(BUSY_IDLE,)):
+    """The study of ``path``; every warning but those saying one of ``allowed`` is an error."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnalysisWarning)
         study = load_study(path, labels=["committed"])
-    problems = [str(w.message) for w in caught if BUSY_IDLE not in str(w.message)]
+    problems = [str(w.message) for w in caught if not any(said in str(w.message) for said in allowed)]
     assert not problems, problems
     return study
 
@@ -293,3 +295,66 @@ def test_batch_precision_findings_quote_the_data(folder):
             expected.append(f"batch {batch} ({dtype}): {energy[(batch, dtype)] / energy[(1, dtype)]:.3g}× [")
     for part in expected:
         assert part in text, part
+
+
+# --------------------------------------------------------------------------- generation's committed data and prose
+
+
+@pytest.fixture(scope="module")
+def generation():
+    return load(DATA / "generation" / "tree", allowed=(BUSY_IDLE, OTHER_WORK))
+
+
+def test_generation_files_and_summary_are_those_of_the_tree(generation):
+    folder = DATA / "generation"
+    for part in ("tree/study.json", "summary.csv", "runs.csv", "README.md"):
+        assert (folder / part).is_file(), part
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 < MAX_MB
+    written = pd.read_csv(folder / "summary.csv")
+    again = export.wide_summary(summarize(generation), generation, quantities=export.summary_quantities(generation))
+    columns = [c for c in again.columns if c.endswith("_median") or c in ("input_size", "batch_size", "n_runs")]
+    assert {"ttft_s_median", "cpu_estimated_decode_energy_per_token_j_median"} <= set(columns)
+    pd.testing.assert_frame_equal(written[columns], again[columns], check_dtype=False)
+    assert len(pd.read_csv(folder / "runs.csv")) == len(generation.runs) == 30
+
+
+def verdicts_follow_their_intervals(text: str) -> int:
+    """Check every ``ratio× [low, high] ..., verdict`` quoted in ``text``: ``higher`` only above 1, ``lower`` only
+    below, ``no difference shown`` only across; how many were checked."""
+    quoted = re.findall(r"× \[([\d.e+-]+), ([\d.e+-]+)\](?: \(n < 5\))?, (higher|lower|no difference shown)", text)
+    for low, high, verdict in quoted:
+        low, high = float(low), float(high)
+        assert {"higher": low >= 1, "lower": high <= 1, "no difference shown": low <= 1 <= high}[verdict], (
+            low, high, verdict)
+    return len(quoted)
+
+
+def test_generation_findings_quote_the_data(generation):
+    text = findings_text("generation")
+    wide = generation.wide()
+    median = wide.groupby(["input_size", "batch_size"]).median(numeric_only=True)
+    decode, itl = median["cpu_estimated_decode_energy_per_token_j"], median["itl_median_s"]
+    share = median["cpu_estimated_prefill_energy_share"]
+    cost = decode / median["cpu_estimated_prefill_energy_per_token_j"]
+    expected = []
+    for batch in (1, 4):
+        expected += [f"At batch {batch}, the decode energy per generated token goes from {decode[32, batch]:.3g} J with "
+                     f"32-token prompts to {decode[512, batch]:.3g} J with 512-token ones "
+                     f"({decode[512, batch] / decode[32, batch]:.3g}× [",
+                     f"the median ITL from {1e3 * itl[32, batch]:.3g} ms to {1e3 * itl[512, batch]:.3g} ms "
+                     f"({itl[512, batch] / itl[32, batch]:.3g}× ["]
+    for prompt in (32, 128, 512):
+        expected.append(f"With {prompt}-token prompts, decoding 4 sequences together instead of 1 takes the energy per "
+                        f"generated token from {decode[prompt, 1]:.3g} J to {decode[prompt, 4]:.3g} J "
+                        f"({decode[prompt, 4] / decode[prompt, 1]:.3g}× [")
+    (low_prompt, low_batch), (high_prompt, high_batch) = share.idxmin(), share.idxmax()
+    expected += [f"The prefill takes {share.min():.0%} of a request's energy with {low_prompt}-token prompts at batch "
+                 f"{low_batch}, and {share.max():.0%} with {high_prompt}-token prompts at batch {high_batch}",
+                 f"a generated token costs {cost.min():.3g} to {cost.max():.3g} times as much as a prompt token",
+                 "The CPU energy is **estimated** (method trapezoid)",
+                 f"at a median power of {wide['cpu_estimated_mean_power_w'].median():.2g} W over the windows",
+                 f"other processes kept {wide['host_other_cpu_load'].median():.0%} of the machine's CPUs busy"]
+    for part in expected:
+        assert part in text, part
+    assert verdicts_follow_their_intervals(text) == 2 * 2 + 3  # context (energy, ITL) per batch; batch per prompt
+    assert (low_prompt, high_prompt) == (32, 512) and cost.max() > 1  # a generated token costs more than a prompt one
