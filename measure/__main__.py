@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import re
 import sys
 import textwrap
@@ -519,5 +520,21 @@ def show_sensors() -> int:
     return 0
 
 
+def exit_with(status: int) -> None:
+    """End the process with ``status``; after an interrupt (130), without Python's finalisation.
+
+    A Ctrl-C that lands while a C extension runs Python code through
+    ``PyRun_String`` (pybind11 modules do, as torch and torchvision load)
+    leaves CPython marked as "interrupted" even though ``entry`` handled it,
+    and CPython then ends the process by SIGINT instead of with 130.
+    Everything was already closed on the way out of ``entry``.
+    """
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(entry())
+    exit_with(entry())

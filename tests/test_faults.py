@@ -107,8 +107,8 @@ class OutOfMemoryAt(torch.nn.Module):
 
 
 def test_out_of_memory_fails_that_point_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    def load_model(name):
-        loaded = real_load_model(name)
+    def load_model(name, task="forward"):
+        loaded = real_load_model(name, task)
         loaded.module = OutOfMemoryAt(loaded.module, 16)
         return loaded
 
@@ -124,10 +124,12 @@ def test_out_of_memory_fails_that_point_and_the_sweep_goes_on(tmp_path, monkeypa
 
 
 def test_a_failed_run_makes_the_command_exit_1_with_its_reason(tmp_path, monkeypatch, capsys):
+    def load_model(name, task="forward"):
+        loaded = real_load_model(name, task)
+        return dataclasses.replace(loaded, module=OutOfMemoryAt(loaded.module, 16))
+
     real_load_model = measure.sweep.load_model
-    monkeypatch.setattr(measure.sweep, "load_model",
-                        lambda name: dataclasses.replace(real_load_model(name), module=OutOfMemoryAt(
-                            real_load_model(name).module, 16)))
+    monkeypatch.setattr(measure.sweep, "load_model", load_model)
     argv = ["run", "resnet50", "--sizes", "16", "8", "--runs", "1", "--iters", "2", "--warmup", "0", "--device",
             "cpu", "--idle-seconds", "0", "--no-progress", "--out", str(tmp_path / "oom")]
     assert main(argv) == 1

@@ -20,7 +20,7 @@ import pytest
 
 import measure
 from measure.__main__ import main
-from measure.runtree import read_meta
+from measure.runtree import read_meta, read_status
 
 pytestmark = pytest.mark.slurm
 
@@ -28,7 +28,8 @@ QUICK = ["alexnet", "--quick", "--iters", "3", "--warmup", "1", "--idle-seconds"
 # runs long enough that a task signalled as the first one ends is still measuring
 SLOW = ["alexnet", "--quick", "--device", "cpu", "--runs", "4", "--iters", "10", "--warmup", "1",
         "--idle-seconds", "0.2", "--period", "0.05"]
-PER_PROCESS = ("window", "host", "idle_power_w")
+CONFIG = "batch1-fp32-eager"  # the folder of the default configuration
+PER_PROCESS = ("window", "host", "idle")
 PACKAGE_ROOT = Path(measure.__file__).parent.parent
 
 
@@ -64,39 +65,43 @@ def job_ids(stdout: str) -> list[str]:
     return stdout.splitlines()[0].split("job id(s): ")[1].split()
 
 
-def sacct(env: dict[str, str], job: str, fields: str, *options: str) -> list[list[str]]:
-    """Slurm's accounting of ``job`` (an array's tasks one by one) once it has ended: ``fields`` per record.
+def sacct(env: dict[str, str], job: str, fields: str, *options: str, tasks: int = 1) -> list[list[str]]:
+    """Slurm's accounting of ``job`` (an array's ``tasks`` one by one) once it has ended: ``fields`` per record.
 
     A task's result is written before its job ends, so ``--wait`` may return
-    while Slurm still says ``RUNNING`` or ``COMPLETING``.
+    while Slurm still says ``RUNNING`` or ``COMPLETING``; and slurmdbd learns
+    of an array's tasks apart (``123_0``, ``123_1``) some time after it has
+    recorded the array as one job (``123``).
     """
     deadline = time.monotonic() + 120
     while True:
         lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", job,
-                                "--format", f"State,{fields}", *options], capture_output=True, text=True, env=env,
-                               check=True).stdout.splitlines()
+                                "--format", f"State,JobID,{fields}", *options], capture_output=True, text=True,
+                               env=env, check=True).stdout.splitlines()
         records = [line.split("|") for line in lines]
-        if not {state for state, *_ in records} & {"PENDING", "RUNNING", "COMPLETING"}:
-            return [fields for _, *fields in records]
+        ended = not {state for state, *_ in records} & {"PENDING", "RUNNING", "COMPLETING"}
+        if ended and len({job_id for _, job_id, *_ in records}) == tasks:
+            return [fields for _, _, *fields in records]
         assert time.monotonic() < deadline, f"job {job} has not ended: {records}"
         time.sleep(0.5)
 
 
 def metas(tree: Path) -> dict[str, dict]:
-    return {folder.relative_to(tree).as_posix(): {k: v for k, v in read_meta(folder).items() if k not in PER_PROCESS}
-            for folder in tree.glob("input_*/run_*")}
+    return {folder.relative_to(tree).as_posix():
+            {k: v for k, v in read_meta(folder).to_document().items() if k not in PER_PROCESS}
+            for folder in tree.glob("*/input_*/run_*")}
 
 
 def complete_files(tree: Path) -> dict[str, bytes]:
     """Every file of every complete run, by path."""
-    return {f.relative_to(tree).as_posix(): f.read_bytes() for folder in tree.glob("input_*/run_*")
-            if (read_meta(folder) or {}).get("status") == "complete" for f in folder.iterdir()}
+    return {f.relative_to(tree).as_posix(): f.read_bytes() for folder in tree.glob("*/input_*/run_*")
+            if read_status(folder) == "complete" for f in folder.iterdir()}
 
 
 def job_once_first_run_is_complete(sweep: subprocess.Popen, out: Path) -> str:
     """Wait until run 0 of the sweep into ``out`` is complete; the id of its (single) job."""
     deadline = time.monotonic() + 600
-    while (read_meta(out / "input_224" / "run_0") or {}).get("status") != "complete":
+    while read_status(out / CONFIG / "input_224" / "run_0") != "complete":
         assert sweep.poll() is None, f"the sweep ended first: {sweep.communicate()}"
         assert time.monotonic() < deadline, "run 0 never completed"
         time.sleep(0.05)
@@ -117,7 +122,7 @@ def test_a_job_array_gives_the_tree_of_a_direct_run(env, tmp_path):
     assert len(list((out / "idle").iterdir())) == 2  # one idle recording per task
     assert not list(out.rglob("*.tmp"))
     array = jobs[0].split("_")[0]
-    assert sorted(sacct(env, array, "JobID,State,JobName,Partition,Timelimit,ReqCPUS")) == [
+    assert sorted(sacct(env, array, "JobID,State,JobName,Partition,Timelimit,ReqCPUS", tasks=len(jobs))) == [
         [job, "COMPLETED", "measure-alexnet", "local", "00:05:00", "1"] for job in jobs]
     summary = subprocess.run([sys.executable, "-m", "analysis", "summarize", str(out)], capture_output=True,
                              text=True, timeout=300)
@@ -199,7 +204,8 @@ def test_tasks_failing_on_their_node_are_reported_with_the_reason_and_log(env, t
         assert log == str(out / "submitit" / f"{job}_0_log.err") and reason in Path(log).read_text()
     assert failed.stderr.splitlines()[-1] == ("error: 2 task(s) left runs not complete; retry them with this "
                                               "command and --resume")
-    assert sorted(sacct(env, jobs[0].split("_")[0], "JobID,State")) == [[job, "FAILED"] for job in jobs]
+    records = sacct(env, jobs[0].split("_")[0], "JobID,State", tasks=len(jobs))
+    assert sorted(records) == [[job, "FAILED"] for job in jobs]
 
 
 def test_a_site_that_starts_jobs_in_a_clean_environment_still_runs_this_package(env, tmp_path):
