@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import keyword
+import linecache
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ ENERGY_COLUMNS = ["domain", "energy_j", "energy_per_inference_j", "mean_power_w"
                   "note"]
 ACTIVITY_COLUMNS = ["domain", "quantity", "value", "unit"]
 DEFAULT_NAME = "_energy"
+CELL_NAME = "<%%energy cell>"  # the file name of the cell's code in tracebacks
 
 
 @dataclass(frozen=True, repr=False)
@@ -72,7 +74,7 @@ class Report:
     def heading(self) -> str:
         inferences = f", {self.inferences} inferences" if self.inferences else ""
         saved = f", saved in {self.folder}" if self.folder else ""
-        return f"{self.label}: {self.duration_s:.3g} s{inferences} on {self.device}{saved}"
+        return f"{self.label}: {round_sig(self.duration_s):,g} s{inferences} on {self.device}{saved}"
 
     def shown(self) -> pd.DataFrame:
         """The energy table to read: values to 3 significant digits, columns with nothing to say left out."""
@@ -117,8 +119,11 @@ def report(measurement: Measurement) -> Report:
     activity = quantities[~quantities["quantity"].isin(ENERGY_QUANTITIES)]
     activity = activity[activity["value"].notna()][ACTIVITY_COLUMNS].astype({"domain": str, "quantity": str,
                                                                               "unit": str}).reset_index(drop=True)
+    for other in (w for w in caught if not issubclass(w.category, AnalysisWarning)):
+        warnings.showwarning(other.message, other.category, other.filename, other.lineno)
     expected = f"{folder}: no {runtree.LATENCY_FILE}"  # a window never times each inference
-    warned = [str(w.message) for w in caught if not str(w.message).startswith(expected)]
+    warned = [str(w.message) for w in caught
+              if issubclass(w.category, AnalysisWarning) and not str(w.message).startswith(expected)]
     notes = (*_estimated(measurement.sensors), *_missing(measurement.unavailable),
              *(f"warning: {text.replace(f'{folder}/', '').removeprefix(f'{folder}: ')}" for text in warned))
     return Report(measurement.label, measurement.duration_s, measurement.inferences, measurement.device,
@@ -190,8 +195,10 @@ class EnergyMagics(Magics):
         except ValueError as error:
             raise UsageError(str(error)) from None
         # compiled before the window opens: it measures the cell's work, not IPython's
-        tree = self.shell.transform_ast(self.shell.compile.ast_parse(self.shell.transform_cell(cell)))
-        code = self.shell.compile(tree, "<%%energy cell>", "exec")
+        source = self.shell.transform_cell(cell)
+        linecache.cache[CELL_NAME] = (len(source), None, source.splitlines(keepends=True), CELL_NAME)  # tracebacks
+        tree = self.shell.transform_ast(self.shell.compile.ast_parse(source, CELL_NAME))
+        code = self.shell.compile(tree, CELL_NAME, "exec")
         with measuring as measurement:
             exec(code, self.shell.user_ns)
         self.shell.user_ns[args.name] = measurement.result
