@@ -108,7 +108,7 @@ class Report:
 
 
 def report(measurement: Measurement) -> Report:
-    """The energies of a complete window, from its run folder (``window.Report``)."""
+    """The energies of a complete window, from its run folder (a ``window.Reporter``)."""
     folder = measurement.folder
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnalysisWarning)

@@ -40,7 +40,7 @@ from . import runtree
 from .recorder import Recorder, Window
 from .sensors import open_sensors
 
-Report = Callable[["Measurement"], object]
+Reporter = Callable[["Measurement"], object]
 """``report(measurement) -> result``: called once the window is complete, while its run folder exists; what it
 returns becomes ``measurement.result``."""
 
@@ -85,19 +85,19 @@ class Measurement:
 
 def window(label: str, *, inferences: int | None = None, save: str | Path | None = None,
            device: str | None = None, period_s: float = 0.1,
-           report: Report | None = None) -> ContextManager[Measurement]:
+           report: Reporter | None = None) -> ContextManager[Measurement]:
     """A context manager measuring its block: ``with window("label", inferences=20) as w: ...``.
 
     ``label`` names what the block does (the run's ``model``). ``inferences``:
     how many the block runs (``meta.json``'s ``iterations``; the analysis then
-    divides each energy by it). ``save``: a folder to keep the run folder in,
-    absent, empty or an earlier window's (whose files are replaced); default: a
-    temporary folder, removed after ``report``. ``device``: ``cpu``, ``cuda`` or
+    divides each energy by it). ``save``: the folder to keep the run folder
+    as, absent, empty or an earlier window's (whose files are replaced);
+    default: a temporary folder, removed after ``report``. ``device``: ``cpu``, ``cuda`` or
     ``cuda:<i>``, the one device synchronised at the edges and whose GPU the
     figures are attributed to; default: every CUDA device on which this
     process has a context is synchronised, and the current CUDA device (the
     CPU without one) is attributed. ``period_s``: seconds between ticks.
-    ``report``: see ``Report``.
+    ``report``: see ``Reporter``.
 
     Raises ``ValueError`` (one line) for a bad argument here, before anything
     is opened or written; entering the window opens the sensors (a ``ValueError``
@@ -134,7 +134,7 @@ def _checked_save(folder: Path) -> Path:
 
 @contextmanager
 def _measuring(label: str, inferences: int | None, save: Path | None, device, every_device: bool,
-               period_s: float, report: Report | None) -> Iterator[Measurement]:
+               period_s: float, report: Reporter | None) -> Iterator[Measurement]:
     import torch
 
     from .host import host_info
