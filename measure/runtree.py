@@ -44,6 +44,9 @@ STUDY_FILE = "study.json"
 IDLE_FOLDER = "idle"
 RUN_FILES = (SAMPLES_FILE, LATENCY_FILE, TOKENS_FILE, META_FILE)
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
+# The task of the user's own code (``models.user_model``, a ``measure.window``): its ``identity.input_size`` may be
+# null (a window has none), and so may a complete run's ``iterations`` (a window not told how many inferences ran).
+CUSTOM = "custom"
 STATUSES = (COMPLETE, FAILED, RUNNING)
 # What a tree of schema 1 (no identity mapping) measured, for the dimensions it did not record.
 SCHEMA_1_DEFAULTS = {"batch_size": 1, "dtype": "fp32", "execution": "eager"}
@@ -179,9 +182,11 @@ class Meta:
             document = _from_schema_1(document)
         missing = [key for key in ("status", "identity", "run") if document.get(key) is None]
         identity = document.get("identity")
+        custom = isinstance(identity, dict) and identity.get("task") == CUSTOM
         if isinstance(identity, dict):
-            missing += [f"identity.{key}" for key in ("model", "input_size") if identity.get(key) is None]
-        if document.get("status") == COMPLETE and document.get("iterations") is None:
+            missing += [f"identity.{key}" for key in ("model", "input_size")
+                        if identity.get(key) is None and not (custom and key == "input_size")]
+        if document.get("status") == COMPLETE and document.get("iterations") is None and not custom:
             missing.append("iterations")
         if missing:
             raise MetaError(f"{where}: lacks {', '.join(missing)}")
@@ -226,7 +231,8 @@ def _malformed(document: dict) -> list[str]:
         "status": document["status"] in STATUSES,
         "identity": isinstance(identity, dict) and all(isinstance(k, str) and _scalar(v) for k, v in identity.items()),
         "identity.model": not isinstance(identity, dict) or isinstance(identity.get("model"), str),
-        "identity.input_size": not isinstance(identity, dict) or _integer(identity.get("input_size")),
+        "identity.input_size": not isinstance(identity, dict) or _integer(identity.get("input_size"))
+                               or identity.get("input_size") is None,
         "run": _integer(document["run"]) and document["run"] >= 0,
         "iterations": document.get("iterations") is None or _integer(document["iterations"]),
         "reason": document.get("reason") is None or isinstance(document["reason"], str),
