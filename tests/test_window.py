@@ -1,6 +1,7 @@
 """The measuring window around any code (``measure.window``): what it records, what it reports, interruptions."""
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import re
@@ -233,3 +234,14 @@ def test_importing_the_package_loads_neither_torch_nor_the_analysis():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split("\n")
     assert out[:2] == ["[]", "measure"]  # and measure.window is the function reporting energies
+
+
+def test_a_window_loads_neither_torchvision_nor_transformers_and_records_their_versions(tmp_path):
+    code = ("import sys, measure; from measure import runtree\n"
+            f"with measure.window('x', save={str(tmp_path / 'w')!r}):\n    pass\n"
+            "print(sorted(m for m in ('torchvision', 'transformers') if m in sys.modules))\n"
+            f"print(runtree.read_meta({str(tmp_path / 'w')!r}).host['transformers'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split("\n")
+    assert out[0] == "[]"  # their import takes seconds, and memory the window's process figures would count
+    assert out[1] == importlib.metadata.version("transformers")
