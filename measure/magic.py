@@ -19,14 +19,16 @@ from __future__ import annotations
 import html
 import keyword
 import linecache
+import shlex
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from analysis import AnalysisWarning, load_study
@@ -53,11 +55,13 @@ class Report:
     the window (J), per inference (J; NaN unless the window was told its
     inferences), the mean power (W), its ``source`` (``measured`` or
     ``estimated``), ``method`` (``counter``, ``counter_aligned``,
-    ``trapezoid``, ...), the ``hardware`` and, where a figure is NaN, the
-    ``note`` saying why. ``activity``: the window's other quantities in long
-    form (``ACTIVITY_COLUMNS``): this process tree's CPU share and memory, the
-    other work on the machine, GPU utilisation. ``notes``: one line each, what
-    is estimated and from what, the sensors missing, the analysis's warnings.
+    ``trapezoid``, ...), the ``hardware`` and, where a figure is NaN or not
+    computed as usual (a counter that did not resolve the window), the ``note``
+    saying why. ``activity``: the window's other quantities in long form
+    (``ACTIVITY_COLUMNS``): this process tree's CPU share and memory, the other
+    work on the machine, GPU utilisation. ``notes``: one line each, what is
+    estimated and from what, the sensors missing, the analysis's warnings that
+    no ``note`` gives.
     ``folder``: the saved run folder, or None. Shown as HTML in Jupyter, as
     text elsewhere (``str``).
     """
@@ -121,11 +125,8 @@ def report(measurement: Measurement) -> Report:
                                                                               "unit": str}).reset_index(drop=True)
     for other in (w for w in caught if not issubclass(w.category, AnalysisWarning)):
         warnings.showwarning(other.message, other.category, other.filename, other.lineno)
-    expected = f"{folder}: no {runtree.LATENCY_FILE}"  # a window never times each inference
-    warned = [str(w.message) for w in caught
-              if issubclass(w.category, AnalysisWarning) and not str(w.message).startswith(expected)]
     notes = (*_estimated(measurement.sensors), *_missing(measurement.unavailable),
-             *(f"warning: {text.replace(f'{folder}/', '').removeprefix(f'{folder}: ')}" for text in warned))
+             *_warned(caught, folder, energy_table["note"]))
     return Report(measurement.label, measurement.duration_s, measurement.inferences, measurement.device,
                   energy_table, activity, notes, folder if measurement.saved else None)
 
@@ -154,6 +155,16 @@ def _hardware(domain: str, study) -> str | None:
     if domain == "gpu_node":
         return " + ".join(str(name) for name in gpus.values())
     return gpus.get(domain) if domain.startswith("gpu") else run["hardware_cpu"]
+
+
+def _warned(caught: list[warnings.WarningMessage], folder: Path, notes: pd.Series) -> list[str]:
+    """``warning: ...`` lines of the analysis's warnings, the folder's path taken out, except the one every window
+    gets (no ``latency.csv``) and those repeating a note of the energy table (which gives it beside its figure)."""
+    expected = f"{folder}: no {runtree.LATENCY_FILE}"
+    noted = [note for note in notes.dropna() if note]
+    texts = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+    return [f"warning: {text.replace(f'{folder}/', '').removeprefix(f'{folder}: ')}" for text in texts
+            if not text.startswith(expected) and not any(note in text for note in noted)]
 
 
 def _estimated(sensors: dict[str, dict]) -> list[str]:
@@ -186,7 +197,7 @@ class EnergyMagics(Magics):
     def energy(self, line: str, cell: str) -> None:
         """Run the cell inside a measuring window, then show its energy per domain with its source and
         hardware (``Report``), and store the report in the user's namespace."""
-        args = parse_argstring(self.energy, line)
+        args = _arguments(self.energy, line)
         if not args.name.isidentifier() or keyword.iskeyword(args.name):
             raise UsageError(f"--name must be a Python name, got {args.name!r}")
         try:
@@ -199,10 +210,24 @@ class EnergyMagics(Magics):
         linecache.cache[CELL_NAME] = (len(source), None, source.splitlines(keepends=True), CELL_NAME)  # tracebacks
         tree = self.shell.transform_ast(self.shell.compile.ast_parse(source, CELL_NAME))
         code = self.shell.compile(tree, CELL_NAME, "exec")
-        with measuring as measurement:
+        with ExitStack() as stack:
+            try:  # a save folder that cannot be created, a MEASURE_CPU_TDP_W that is not a number: one line
+                measurement = stack.enter_context(measuring)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
             exec(code, self.shell.user_ns)
         self.shell.user_ns[args.name] = measurement.result
         display(measurement.result)
+
+
+def _arguments(magic, line: str):
+    """``%%energy``'s options parsed from its line, split as a shell would (``--save "runs/my cell"``: quotes
+    removed); ``UsageError`` (one line) for a bad one."""
+    try:
+        words = shlex.split(line)
+    except ValueError as error:  # an unclosed quote
+        raise UsageError(f"cannot split the options: {error}") from None
+    return magic.parser.parse_args(words)
 
 
 def load_ipython_extension(ipython) -> None:

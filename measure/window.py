@@ -28,6 +28,7 @@ package imports this module, and the analysis imports the package (for
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -100,9 +101,10 @@ def window(label: str, *, inferences: int | None = None, save: str | Path | None
     ``report``: see ``Reporter``.
 
     Raises ``ValueError`` (one line) for a bad argument here, before anything
-    is opened or written; entering the window opens the sensors (a ``ValueError``
-    for a ``MEASURE_CPU_TDP_W`` that is not a number of watts) and writes the
-    folder (an ``OSError`` where it cannot).
+    is opened or written. Entering the window opens the sensors (a ``ValueError``
+    for a ``MEASURE_CPU_TDP_W`` that is not a number of watts), creates the save
+    folder (``runtree.RunTreeError``, a ``ValueError``, where it cannot) and
+    writes the run's files (an ``OSError`` where it cannot).
     """
     from .sweep import resolve_device
 
@@ -110,8 +112,8 @@ def window(label: str, *, inferences: int | None = None, save: str | Path | None
         raise ValueError(f"the label must be a non-empty string, got {label!r}")
     if inferences is not None and (not isinstance(inferences, int) or isinstance(inferences, bool) or inferences < 1):
         raise ValueError(f"inferences must be a positive integer, got {inferences!r}")
-    if isinstance(period_s, bool) or not isinstance(period_s, (int, float)) or not period_s > 0:
-        raise ValueError(f"the sampling period must be a positive number of seconds, got {period_s!r}")
+    if isinstance(period_s, bool) or not isinstance(period_s, (int, float)) or not 0 < period_s < math.inf:
+        raise ValueError(f"the sampling period must be a finite positive number of seconds, got {period_s!r}")
     attributed = resolve_device("auto" if device is None else str(device))
     folder = None if save is None else _checked_save(Path(save))
     return _measuring(label.strip(), inferences, folder, attributed, device is None, float(period_s), report)
@@ -120,16 +122,21 @@ def window(label: str, *, inferences: int | None = None, save: str | Path | None
 def _checked_save(folder: Path) -> Path:
     """``folder`` if it can hold a window's run folder: absent, empty, or an earlier window's; ValueError if not."""
     if folder.is_dir() and any(folder.iterdir()):
-        try:
-            earlier = runtree.read_meta(folder).identity.get("task") == runtree.CUSTOM
-        except runtree.MetaError:
-            earlier = False
-        if not earlier:
+        if not _holds_a_window(folder):
             raise ValueError(f"save folder {folder} is not empty and holds no earlier window; choose another folder")
         if not os.access(folder, os.W_OK):
             raise ValueError(f"save folder {folder} is not writable")
         return folder
     return runtree.check_out(folder)
+
+
+def _holds_a_window(folder: Path) -> bool:
+    """Whether ``folder`` is a window's run folder (a run of the user's own model in a sweep is not one)."""
+    try:
+        meta = runtree.read_meta(folder)
+    except runtree.MetaError:
+        return False
+    return meta.identity.get("task") == runtree.CUSTOM and meta.get("latencies") == LATENCIES_NOTE
 
 
 @contextmanager
@@ -185,8 +192,10 @@ def _measuring(label: str, inferences: int | None, save: Path | None, device, ev
 
 
 def _made(folder: Path) -> Path:
-    """The save folder, created, or emptied of an earlier window's files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The save folder, created (``RunTreeError``, one line, where it cannot be), or emptied of an earlier
+    window's files."""
+    if not folder.is_dir():
+        runtree.prepare_out(folder)
     runtree.clear_run(folder)
     return folder
 

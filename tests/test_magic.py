@@ -11,6 +11,7 @@ from IPython.core.error import UsageError
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
+from measure import runtree
 from measure.magic import EnergyMagics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,8 @@ def executed(tmp_path_factory):
              new_code_cell(INTERRUPTED, metadata={"tags": ["raises-exception"]}),
              new_code_cell("%%energy --inferences many\nnet(x)", metadata={"tags": ["raises-exception"]}),
              new_code_cell("%%energy after --save after --name after\nnet(x)"),
+             new_code_cell("%%energy --save /proc/measure-window\nnet(x)", metadata={"tags": ["raises-exception"]}),
+             new_code_cell('%%energy quoted --save "my runs/quoted" --name quoted\nnet(x)'),
              new_code_cell(STATE)]
     notebook = new_notebook(cells=cells)
     client = NotebookClient(notebook, timeout=600, startup_timeout=300, kernel_name="python3",
@@ -125,14 +128,24 @@ def test_an_argument_error_in_the_kernel_is_one_line(executed):
     assert shown == {"stderr": "UsageError: argument -n/--inferences: invalid int value: 'many'\n"}
 
 
+def test_a_save_folder_that_cannot_be_created_is_one_line_and_quotes_are_the_shells(executed):
+    notebook, _, folder = executed
+    error = outputs_of(notebook.cells[6])
+    assert list(error) == ["stderr"] and error["stderr"].count("\n") == 1
+    assert error["stderr"].startswith("UsageError: cannot create output folder /proc/measure-window: ")
+    assert runtree.read_meta(folder / "my runs" / "quoted").identity["model"] == "quoted"
+
+
 @pytest.mark.parametrize("line, message", [
     ("--inferences x", "argument -n/--inferences: invalid int value: 'x'"),
     ("--inferences 0", "inferences must be a positive integer, got 0"),
-    ("--period -1", "the sampling period must be a positive number of seconds, got -1.0"),
+    ("--period -1", "the sampling period must be a finite positive number of seconds, got -1.0"),
     ("--device tpu", "unknown device 'tpu'; use cpu, cuda, cuda:<i> or auto"),
     ("--name 2x", "--name must be a Python name, got '2x'"),
     ("--name class", "--name must be a Python name, got 'class'"),
     ("--bogus", "unrecognized arguments: --bogus"),
+    ("--period inf", "the sampling period must be a finite positive number of seconds, got inf"),
+    ('--save "runs/unclosed', "cannot split the options: No closing quotation"),
 ])
 def test_argument_errors_are_one_line_usage_errors(line, message):
     with pytest.raises(UsageError) as error:

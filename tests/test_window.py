@@ -20,6 +20,7 @@ import measure
 from analysis import AnalysisWarning, load_study
 from measure import runtree
 from measure.window import LATENCIES_NOTE, Measurement, window
+from treegen import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 INFERENCES = 30
@@ -186,7 +187,9 @@ def test_an_error_in_the_block_is_the_failure_reason(tmp_path):
     ({"label": " "}, "the label must be a non-empty string"),
     ({"inferences": 0}, "inferences must be a positive integer, got 0"),
     ({"inferences": 2.5}, "inferences must be a positive integer"),
-    ({"period_s": 0}, "the sampling period must be a positive number of seconds"),
+    ({"period_s": 0}, "the sampling period must be a finite positive number of seconds"),
+    ({"period_s": math.inf}, "the sampling period must be a finite positive number of seconds, got inf"),
+    ({"device": "cuda:7"}, "device 'cuda:7' asked for, but"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
 ])
 def test_bad_arguments_are_refused_in_one_line_before_anything_opens(tmp_path, options, message):
@@ -202,6 +205,36 @@ def test_save_refuses_a_folder_holding_anything_but_an_earlier_window(tmp_path):
     with pytest.raises(ValueError, match="is not empty and holds no earlier window"):
         window("x", save=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    swept = write_run(tmp_path / "sweep", identity={"task": "custom"})  # a sweep's run of the user's own model
+    with pytest.raises(ValueError, match="is not empty and holds no earlier window"):
+        window("x", save=swept)
+
+
+def test_save_refuses_a_file_and_says_in_one_line_a_folder_it_cannot_create(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="^output path .*file exists and is not a folder$"):
+        window("x", save=tmp_path / "file")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    measuring = window("x", save=tmp_path / "new")  # its ancestors allow it: refused only when created
+    with pytest.raises(runtree.RunTreeError, match=r"^cannot create output folder .*new: Permission denied$"):
+        with measuring:
+            pass
+    assert recorder_threads() == [] and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_window_too_short_for_a_counter_gives_no_zero_and_says_why_once():
+    with measure.window("empty") as w:
+        pass
+    energy = w.result.energy
+    assert not (energy["energy_j"] == 0).any()  # a figure or NaN, never 0 J
+    unresolved = energy[energy["method"].str.contains("did not resolve") | energy["energy_j"].isna()]
+    assert unresolved["note"].notna().all()
+    for note in unresolved["note"]:
+        assert not any(note in line for line in w.result.notes)  # in the table beside its figure, not again
 
 
 def test_the_edges_synchronise_every_cuda_device_holding_a_context_or_the_one_given(monkeypatch):
