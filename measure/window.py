@@ -39,7 +39,7 @@ from typing import Callable, ContextManager, Iterator
 
 from . import runtree
 from .recorder import Recorder, Window
-from .sensors import open_sensors
+from .sensors import Sensor, open_sensors
 
 Reporter = Callable[["Measurement"], object]
 """``report(measurement) -> result``: called once the window is complete, while its run folder exists; what it
@@ -142,10 +142,7 @@ def _holds_a_window(folder: Path) -> bool:
 @contextmanager
 def _measuring(label: str, inferences: int | None, save: Path | None, device, every_device: bool,
                period_s: float, report: Reporter | None) -> Iterator[Measurement]:
-    import torch
-
-    from .host import host_info
-    from .sweep import gpu_domain, one_line, tick_source
+    from .sweep import one_line, tick_source
 
     sync, synchronized = _edges(device, every_device)
     opened, unavailable = open_sensors(gpu=True)
@@ -155,14 +152,7 @@ def _measuring(label: str, inferences: int | None, save: Path | None, device, ev
     try:
         folder = _made(save) if save is not None else Path(tempfile.mkdtemp(prefix="measure-window-"))
         measurement.folder = folder
-        domain, note = gpu_domain(device, opened)
-        identity = {"model": label, "task": runtree.CUSTOM, "input_size": None, "threads": torch.get_num_threads(),
-                    "device": str(device)}
-        fields = {"warmup": None, "period_s": period_s, "synchronized": synchronized, "latencies": LATENCIES_NOTE,
-                  "gpu_domain": domain, **({"gpu_domain_note": note} if note else {}),
-                  "sensors": measurement.sensors, "unavailable": unavailable,
-                  "idle": {"recording": None, "seconds": 0.0}, "window": None, "host": host_info(device, opened)}
-        meta = runtree.Meta(runtree.SCHEMA, runtree.RUNNING, None, identity, 0, inferences, fields)
+        meta = _opening_meta(measurement, device, opened)
         runtree.write_meta(folder, meta)
         try:
             recorder = Recorder(opened, folder / runtree.SAMPLES_FILE, period_s, ticks=tick_source(device))
@@ -189,6 +179,23 @@ def _measuring(label: str, inferences: int | None, save: Path | None, device, ev
         if save is None and folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
             measurement.folder = None
+
+
+def _opening_meta(measurement: Measurement, device, opened: list[Sensor]) -> runtree.Meta:
+    """The window's ``meta.json`` as written before its ``start`` sample: ``running``, no ``window`` yet."""
+    import torch
+
+    from .host import host_info
+    from .sweep import gpu_domain
+
+    domain, note = gpu_domain(device, opened)
+    identity = {"model": measurement.label, "task": runtree.CUSTOM, "input_size": None,
+                "threads": torch.get_num_threads(), "device": str(device)}
+    fields = {"warmup": None, "period_s": measurement.period_s, "synchronized": measurement.synchronized,
+              "latencies": LATENCIES_NOTE, "gpu_domain": domain, **({"gpu_domain_note": note} if note else {}),
+              "sensors": measurement.sensors, "unavailable": measurement.unavailable,
+              "idle": {"recording": None, "seconds": 0.0}, "window": None, "host": host_info(device, opened)}
+    return runtree.Meta(runtree.SCHEMA, runtree.RUNNING, None, identity, 0, measurement.inferences, fields)
 
 
 def _made(folder: Path) -> Path:
