@@ -21,8 +21,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import idle, readers, reduce
-from .problems import NoUsableRuns, warn
+from . import chunks, idle, parallel, readers
+from .cache import Cache
+from .problems import NoUsableRuns, reissue, warn
 
 # quantities derived per (run, energy domain), with their units
 ENERGY_QUANTITIES = {
@@ -116,37 +117,55 @@ def wide_name(domain: str, quantity: str) -> str:
 
 
 def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] | None = None, *,
-               model: str | None = None, include_incomplete: bool = False) -> Study:
+               model: str | None = None, include_incomplete: bool = False, cache: bool = True,
+               workers: int | None = None, progress: bool = True) -> Study:
     """Read every run under ``paths`` (a tree, a folder of trees, or a list of them) into a ``Study``.
 
     Only ``complete`` runs are kept unless ``include_incomplete`` (their
     ``status`` column says what they are). ``labels`` names the trees (default:
     each tree's folder name); ``model`` names the model of AIPowerMeter runs
-    (default: a folder name from their path). Problems in the input are
-    ``AnalysisWarning``s naming the file; raises ``NoUsableRuns`` when no run is
-    left.
+    (default: a folder name from their path). ``cache``: keep what reading each
+    complete run gave, and read it back while the run's files are unchanged
+    (``analysis.cache``; False: read every run, keep nothing). ``workers``: the
+    processes that read the runs not in the cache (default: every CPU this
+    process may use; 1: none, all in this process). ``progress``: a progress
+    bar on stderr when reading takes more than a couple of seconds.
+    Problems in the input are ``AnalysisWarning``s naming the file (the same
+    from the cache); raises ``NoUsableRuns`` when no run is left.
     """
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    info = readers.discover([Path(p) for p in paths], labels, model=model, include_incomplete=include_incomplete)
-    rows, windows = [], []
-    for frame in readers.sample_frames(info):  # one frame in memory at a time
-        r, w = reduce.samples(frame, info)
-        rows.append(r)
-        windows.append(w)
-    if not windows:
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    store = Cache(paths) if cache else None
+    with parallel.Workers(workers, progress) as pool:
+        def mapper(function, chunks_):
+            return pool.map(function, chunks_, sizes=[len(c) for c in chunks_], desc="reading meta.json")
+        info = readers.discover(paths, labels, model=model, include_incomplete=include_incomplete, store=store,
+                                mapper=mapper)
+        kept, found = store.reductions(info) if store else (chunks.combine([]), np.zeros(len(info), dtype=bool))
+        todo = chunks.split(info[~found])
+        computed = list(pool.map(chunks.reduce_chunk, todo, sizes=[len(c) for c in todo], desc="reading runs"))
+    reduced = chunks.combine([kept, *computed])
+    for run in info.index:  # in run order, whether just read or from the cache
+        reissue(reduced.messages.get(run, []))
+    reissue(reduced.loose)
+    windows = reduced.windows
+    if windows.empty:
+        if store:
+            store.store(info, computed)
         raise NoUsableRuns(f"{', '.join(map(str, paths))}: no run with a readable {readers.SAMPLES_FILE}")
-    windows = pd.concat(windows).sort_index()
     info = info.loc[windows.index]
     info["gpu_domain"] = info["gpu_domain"].where(info["gpu_domain"].notna(), windows["gpu_domain"])
-    latencies = readers.latencies(info)
-    rows.append(reduce.latencies(latencies, info.index))
-    runs = _runs_table(info, windows, latencies)
-    quantities = _quantities(pd.concat(rows, ignore_index=True), runs, idle.baselines(info))
+    baselines = idle.baselines(info, store.idle_power(idle.recording_power) if store else None)
+    if store:
+        store.store(info, computed)
+    runs = _runs_table(info, windows, reduced.rows)
+    quantities = _quantities(reduced.rows, runs, baselines)
     return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
 
 
-def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, latencies: pd.Series) -> pd.DataFrame:
-    counts = latencies.groupby(level=0).size().reindex(info.index, fill_value=0)
+def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    counted = rows[rows["quantity"] == "latency_count"]
+    counts = pd.Series(counted["value"].to_numpy(), index=counted["run_id"].to_numpy()).reindex(
+        info.index, fill_value=0).astype(int)
     iterations = pd.to_numeric(info["iterations"], errors="coerce").astype(float)
     unknown = iterations.isna().to_numpy()  # AIPowerMeter's: as many as the latencies
     iterations[unknown] = counts[unknown].where(counts[unknown] > 0)

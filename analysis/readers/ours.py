@@ -22,7 +22,7 @@ import pandas as pd
 
 from measure import runtree
 
-from ..problems import warn
+from ..problems import Message, captured, warn
 from .files import batches, json_lines, numbers, read_bytes
 
 FORMAT = "ours"
@@ -60,6 +60,16 @@ def record(folder: Path) -> dict | None:
         "host": host, "unavailable": meta.unavailable,
         "idle": {"recording": recording, "given_w": meta.idle_power_w},
     }
+
+
+def records(folders: list[Path]) -> list[tuple[dict | None, list[Message]]]:
+    """``(record(folder), messages)`` of each folder, ``messages`` the warnings reading it raised (captured)."""
+    found = []
+    for folder in folders:
+        with captured() as messages:
+            one = record(folder)
+        found.append((one, messages))
+    return found
 
 
 def _renamed_sensors(sensors: dict) -> dict:

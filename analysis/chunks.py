@@ -1,0 +1,89 @@
+"""Per-run reductions of chunks of runs: each chunk's files read and reduced in one go, here or in a worker.
+
+A chunk is a few runs whose sample files add up to about ``CHUNK_BYTES``, so
+that memory holds one chunk's samples and latencies at a time (per worker),
+whatever the number of samples per run. What a run's reduction raised is
+captured and attributed to it (the messages name its folder), so that the
+cache can keep it and a cached load issue it again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import readers, reduce
+from .problems import Message, captured
+
+CHUNK_BYTES = 16 << 20
+WINDOW_COLUMNS = ["window_s", "window_complete", "gpu_domain"]
+
+
+@dataclass
+class Reductions:
+    """The per-run reductions of some runs (ids of the ``info`` table).
+
+    ``rows``: ``reduce.ROW_COLUMNS`` (energies per sensor domain with the
+    seconds they cover, window statistics, latency statistics and
+    ``latency_count``); ``windows``: indexed by run id, ``WINDOW_COLUMNS``, one
+    row per run whose samples could be read (the others are left out);
+    ``messages``: per run id, the warnings reading and reducing it raised, in
+    order; ``loose``: warnings that named no run of the chunk (none is expected).
+    """
+
+    rows: pd.DataFrame
+    windows: pd.DataFrame
+    messages: dict[int, list[Message]] = field(default_factory=dict)
+    loose: list[Message] = field(default_factory=list)
+
+
+def split(info: pd.DataFrame, chunk_bytes: int | None = None) -> list[pd.DataFrame]:
+    """``info`` in consecutive chunks of runs whose sample files add up to about ``chunk_bytes``
+    (default ``CHUNK_BYTES``)."""
+    items = [(run, path / readers.SAMPLES_FILE) for run, path in zip(info.index, info["path"])]
+    batches = readers.files.batches(items, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+    return [info.loc[[run for run, _ in batch]] for batch in batches]
+
+
+def reduce_chunk(info: pd.DataFrame) -> Reductions:
+    """Read and reduce the runs of ``info`` (a chunk of the readers' records): their samples
+    (``reduce.samples``) then, for the runs with samples, their latencies (``reduce.latencies``)."""
+    with captured() as messages:
+        parts, windows = [], []
+        for frame in readers.sample_frames(info):
+            rows, window = reduce.samples(frame, info)
+            parts.append(rows)
+            windows.append(window)
+        windows = pd.concat(windows).sort_index() if windows else pd.DataFrame(columns=WINDOW_COLUMNS)
+        if len(windows):
+            sampled = info.loc[windows.index]
+            parts.append(reduce.latencies(readers.latencies(sampled), sampled.index))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=reduce.ROW_COLUMNS)
+    reductions = Reductions(rows, windows[WINDOW_COLUMNS])
+    folders = {str(path): run for run, path in zip(info.index, info["path"])}
+    for message in messages:
+        run = _run_named(message[1], folders)
+        if run is None:
+            reductions.loose.append(message)
+        else:
+            reductions.messages.setdefault(run, []).append(message)
+    return reductions
+
+
+def _run_named(message: str, folders: dict[str, int]) -> int | None:
+    """The run whose folder the message starts with (the longest such folder), or None."""
+    named = [f for f in folders if message.startswith(f) and message[len(f):len(f) + 1] in ("/", ":")]
+    return folders[max(named, key=len)] if named else None
+
+
+def combine(parts: list[Reductions]) -> Reductions:
+    """Several ``Reductions`` as one (rows in the order given, windows by run id)."""
+    rows = [p.rows for p in parts if len(p.rows)]
+    windows = [p.windows for p in parts if len(p.windows)]
+    windows = pd.concat(windows).sort_index() if windows else pd.DataFrame(columns=WINDOW_COLUMNS)
+    gpu = windows["gpu_domain"].astype(object)
+    windows["gpu_domain"] = gpu.where(gpu.notna(), None)  # as one frame of runs with and without gives it
+    return Reductions(pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=reduce.ROW_COLUMNS),
+                      windows, {run: m for p in parts for run, m in p.messages.items()},
+                      [m for p in parts for m in p.loose])
+
