@@ -109,8 +109,7 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
              f"{win.t_end[i] - win.t_start[i]:g} s recorded, energies per inference left NaN")
     windows = pd.DataFrame({"window_s": window_s, "window_complete": win.has_start & win.has_end,
                             "gpu_domain": _gpu_of_process(inside, wcode, info.loc[ids])}, index=ids)
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)
-    return rows, windows
+    return _frame(parts), windows
 
 
 def _counter(domain, values, power, run, t, segment, about, n, paths, window_s, work):
@@ -208,9 +207,25 @@ def _gpu_of_process(frame: pd.DataFrame, run: np.ndarray, info: pd.DataFrame) ->
     return found
 
 
-def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd.DataFrame:
-    return pd.DataFrame({"run_id": ids, "domain": domain, "quantity": quantity, "value": values, "unit": unit,
-                         "source": source, "method": method, "note": notes if notes is not None else None})
+def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> dict[str, np.ndarray]:
+    """One block of long rows, one per run of ``ids``: ``ROW_COLUMNS`` as arrays (a label given once is every
+    row's). ``_frame`` makes one DataFrame of the blocks: a DataFrame per block costs more than its rows."""
+    n = len(ids)
+    labels = {"domain": domain, "quantity": quantity, "unit": unit, "source": source, "method": method,
+              "note": notes}
+    block = {name: np.full(n, v, dtype=object) if v is None or isinstance(v, str) else np.asarray(v, dtype=object)
+             for name, v in labels.items()}
+    return {**block, "run_id": np.asarray(ids), "value": np.asarray(values, dtype=float)}
+
+
+def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Blocks of ``_rows`` as one DataFrame of ``ROW_COLUMNS`` (``note``: objects, None where there is none)."""
+    if not blocks:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    columns = {name: np.concatenate([b[name] for b in blocks]) for name in ROW_COLUMNS}
+    frame = pd.DataFrame({name: columns[name] for name in ROW_COLUMNS if name != "note"})
+    frame["note"] = pd.Series(columns["note"], dtype=object)
+    return frame
 
 
 def _in_time_order(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
@@ -253,4 +268,4 @@ def latencies(values: pd.Series, run_ids: pd.Index) -> pd.DataFrame:
              for name, stat in stats.items()]
     parts.append(_rows(run_ids, "clock", "latency_count", groups.size().reindex(run_ids, fill_value=0)
                        .to_numpy(dtype=float), "inferences", "measured", "perf_counter"))
-    return pd.concat(parts, ignore_index=True)
+    return _frame(parts)
