@@ -17,7 +17,8 @@ both. ``<tree>`` is each path given to ``load_study``.
   keeps it). An idle recording's key is its file's state and its sensors.
 - Version: ``<tag>`` holds ``REDUCTION_VERSION``, the package's version, a hash
   of the source of the code that reads and reduces runs, and the versions of
-  numpy, pandas and pyarrow: a cache written by other code is never read.
+  numpy, pandas and pyarrow: a cache written by other code is never read, and
+  is removed when this code writes its own.
 - Files: each load that computed something adds one shard
   (``rows-<id>.parquet``, then ``entries-<id>.parquet``, each renamed into
   place; later shards win); past ``MAX_SHARDS`` shards, one shard of what the
@@ -31,6 +32,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
 import time
 import uuid
 from functools import cache
@@ -88,11 +90,11 @@ class Cache:
         self.started_ns = time.time_ns()
         self._shelves = {Path(root): _Shelf(Path(root)) for root in roots}
 
-    def get(self, root: Path, folder: Path, key: str) -> tuple[dict, list[Message]] | None:
-        return self._shelves[root].get(folder, key)
+    def get(self, root: Path, relpath: str, key: str, folder: Path) -> tuple[dict, list[Message]] | None:
+        return self._shelves[root].get(relpath, key, folder)
 
-    def put(self, root: Path, folder: Path, key: str, record: dict, messages: list[Message]) -> None:
-        self._shelves[root].records[_relative(root, folder)] = record
+    def put(self, root: Path, folder: Path, record: dict) -> None:
+        self._shelves[root].records[str(folder)] = record
 
     def reductions(self, info: pd.DataFrame) -> tuple[chunks.Reductions, np.ndarray]:
         """The reductions kept for the runs of ``info`` (the readers' records) whose files are as they were, and
@@ -124,14 +126,6 @@ class Cache:
             shelf.store(info[[r == root for r in info["root"]]], computed, settled)
 
 
-def _relative(root: Path, path: Path) -> str:
-    """``path`` (under ``root``) relative to ``root``, as text (``.`` for ``root`` itself)."""
-    text, start = str(path), str(root)
-    if text.startswith(start) and text[len(start):len(start) + 1] == "/":
-        return text[len(start) + 1:]
-    return Path(path).relative_to(root).as_posix()
-
-
 def _settled(key: str, settled_ns: int) -> bool:
     """Whether every file of a key last changed (mtime and ctime) before ``settled_ns``."""
     times = [int(t) for part in key.split(";") if part for t in part.split(":")[2:4]]
@@ -151,10 +145,10 @@ class _Shelf:
 
     def __init__(self, root: Path):
         self.root = root
-        self.records: dict[str, dict] = {}  # relpath -> record this load read from meta.json
+        self.records: dict[str, dict] = {}  # folder -> record this load read from its meta.json
         self._shards: list[tuple[Path, dict[str, list]]] = []  # entries file, its columns; oldest first
         self._entries: dict[str, tuple[int, int]] = {}  # relpath -> (shard, position): its latest entry
-        self._hits: dict[str, tuple[int, int]] = {}  # entries found as they were this load
+        self._hits: dict[str, tuple[int, int]] = {}  # folder -> its entry, found as it was this load
         self._used: dict[str, tuple[int, int]] = {}  # entries this load took reductions from
         self._rows: dict[int, pd.DataFrame | None] = {}
         self._shared: dict[str, object] = {}
@@ -179,12 +173,11 @@ class _Shelf:
         at = self._entries.get(relpath)
         return at if at is not None and self._shards[at[0]][1]["key"][at[1]] == key else None
 
-    def get(self, folder: Path, key: str) -> tuple[dict, list[Message]] | None:
-        relpath = _relative(self.root, folder)
+    def get(self, relpath: str, key: str, folder: Path) -> tuple[dict, list[Message]] | None:
         at = self._found(relpath, key)
         if at is None:
             return None
-        self._hits[relpath] = at
+        self._hits[str(folder)] = at
         columns, i = self._shards[at[0]][1], at[1]
         messages = _loads_messages(columns["record_messages"][i], str(folder))
         if columns["kind"][i] != readers.ours.FORMAT:
@@ -198,29 +191,29 @@ class _Shelf:
         return record, messages
 
     def reductions(self, info: pd.DataFrame) -> tuple[chunks.Reductions, np.ndarray]:
-        relpaths = [_relative(self.root, path) for path in info["path"]]
-        hit = np.array([r in self._hits for r in relpaths], dtype=bool)
-        by_shard: dict[int, list[tuple[int, str, int]]] = {}
-        for relpath, run in zip(np.array(relpaths, dtype=object)[hit], info.index[hit]):
-            number, i = self._hits[relpath]
-            by_shard.setdefault(number, []).append((i, relpath, run))
+        folders = [str(path) for path in info["path"]]
+        hit = np.array([f in self._hits for f in folders], dtype=bool)
+        by_shard: dict[int, list[tuple[int, int]]] = {}
+        for folder, run in zip(np.array(folders, dtype=object)[hit], info.index[hit]):
+            number, i = self._hits[folder]
+            by_shard.setdefault(number, []).append((i, run))
         rows, windows, messages = [], [], {}
         for number, found in by_shard.items():
-            table = self._rows_of(number)
-            positions, names, runs = map(list, zip(*found))
+            table, columns = self._rows_of(number), self._shards[number][1]
+            positions, runs = map(list, zip(*found))
             if table is None:  # its rows are gone: those runs are read again
                 hit[info.index.get_indexer(runs)] = False
                 continue
             codes = table["relpath"].cat.codes.to_numpy()
+            names = [columns["relpath"][i] for i in positions]
             run_of = pd.Series(runs, index=names).reindex(table["relpath"].cat.categories).to_numpy()
             ids = run_of[codes]
             keep = (codes >= 0) & ~pd.isna(ids)
             rows.append(table.loc[keep, reduce.ROW_COLUMNS[1:]].assign(run_id=ids[keep].astype(np.int64)))
-            columns = self._shards[number][1]
             windows.append(pd.DataFrame({name: [columns[name][i] for i in positions]
                                          for name in chunks.WINDOW_COLUMNS}, index=runs))
-            for i, relpath, run in found:
-                self._used[relpath] = (number, i)
+            for i, name, run in zip(positions, names, runs):
+                self._used[name] = (number, i)
                 if columns["messages"][i] != "[]":
                     messages[run] = _loads_messages(columns["messages"][i], str(info.at[run, "path"]))
         rows = pd.concat(rows, ignore_index=True)[reduce.ROW_COLUMNS] if rows else \
@@ -240,7 +233,7 @@ class _Shelf:
         return self._rows[number]
 
     def idle_power(self, path: Path, sensors: dict, compute: Callable[[Path, dict], pd.DataFrame]) -> pd.DataFrame:
-        relpath = _relative(self.root, path)
+        relpath = readers.relative(path, self.root)
         try:
             st = path.stat()
         except OSError:
@@ -270,13 +263,13 @@ class _Shelf:
     def store(self, info: pd.DataFrame, computed: list[chunks.Reductions], settled_ns: int) -> None:
         entries = [e for e, _ in self._new if _settled(e["key"], settled_ns)]
         rows = [r for e, r in self._new if _settled(e["key"], settled_ns)]
-        about = {run: (_relative(self.root, path), key, kind, messages, str(path))
-                 for run, path, key, kind, messages, status in zip(info.index, info["path"], info["key"],
-                                                                   info["format"], info["messages"], info["status"])
+        computed = [part for part in computed if not part.loose]  # a warning naming no run: its chunk is not kept
+        reduced = info.index.intersection(np.concatenate([part.windows.index for part in computed] or [[]]))
+        about = {run: (readers.relative(path, self.root), key, kind, messages, str(path))
+                 for run, path, key, kind, messages, status in zip(
+                     reduced, *(info.loc[reduced, c] for c in ("path", "key", "format", "messages", "status")))
                  if status == readers.runtree.COMPLETE and _settled(key, settled_ns)}
         for part in computed:
-            if part.loose:  # a warning that names no run: none of the chunk's runs is kept
-                continue
             windows = part.windows[part.windows.index.isin(list(about))]
             for run, window_s, complete, gpu in zip(windows.index, *(windows[c] for c in chunks.WINDOW_COLUMNS)):
                 relpath, key, kind, record_messages, here = about[run]
@@ -285,7 +278,7 @@ class _Shelf:
                          "record_messages": _dumps_messages(record_messages, here),
                          "messages": _dumps_messages(part.messages.get(run, []), here)}
                 if kind == readers.ours.FORMAT:
-                    record = self.records[relpath]
+                    record = self.records[here]
                     entry["record"] = json.dumps({k: v for k, v in record.items() if k not in SHARED and k != "path"})
                     entry.update({name: json.dumps(record[name]) for name in SHARED})
                 entries.append(entry)
@@ -297,6 +290,9 @@ class _Shelf:
         for folder in folders(self.root):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
+                for other in folder.parent.glob("v*-*"):  # other code's caches: never read by this code
+                    if other != folder:
+                        shutil.rmtree(other, ignore_errors=True)
                 shards = sorted(folder.glob("entries-*.parquet"))
                 if len(shards) + 1 > MAX_SHARDS:  # one shard of what this load used replaces them
                     kept_entries, kept_rows = self._kept()

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from . import chunks, idle, parallel, readers
 from .cache import Cache
@@ -34,6 +35,7 @@ ENERGY_QUANTITIES = {
 RUN_CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup",
                  "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 LONG_COLUMNS = ["domain", "quantity", "value", "unit", "source", "method", "note"]
+LABELS = ["domain", "quantity", "unit", "source", "method"]  # categories in the quantities table
 
 
 @dataclass(eq=False)
@@ -192,7 +194,16 @@ def _quantities(rows: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame)
     energy = combine_domains(rows[per_domain])
     others = rows[~per_domain]
     derived = _derived(energy, keyed, combine_baselines(baselines, keyed["gpu_domain"]))
-    return pd.concat([derived, others], ignore_index=True)
+    return pd.DataFrame({column: _joined([derived[column], others[column]]) for column in ["run_id", *LONG_COLUMNS]})
+
+
+def _joined(parts: list[pd.Series]) -> np.ndarray | pd.Categorical:
+    """Columns of long rows end to end: labels as one categorical (the union of the parts' categories), notes
+    as objects (None where there is none), the rest as they are."""
+    if parts[0].name in LABELS:
+        return union_categoricals([part.astype("category").array for part in parts])
+    values = np.concatenate([part.to_numpy(dtype=object if parts[0].name == "note" else None) for part in parts])
+    return pd.Series(values, dtype=object) if parts[0].name == "note" else values
 
 
 def _reported(run_id: pd.Series, domain: pd.Series, gpu_domain: pd.Series) -> np.ndarray:
@@ -280,30 +291,44 @@ def _derived(energy: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) 
     notes = table["note"].to_numpy(dtype=object)
     idle_notes = table["idle_note"].to_numpy(dtype=object)
     no_idle = np.where(pd.isna(idle_w), np.where(pd.isna(idle_notes), "no idle baseline recorded", idle_notes), None)
-    parts = []
-    for quantity, unit in ENERGY_QUANTITIES.items():
-        note = notes
-        if quantity in ("idle_power_w", "dynamic_energy_per_inference_j"):
-            note = np.where(pd.isna(notes), no_idle, notes)
-        parts.append(pd.DataFrame({"run_id": table["run_id"], "domain": table["domain"], "quantity": quantity,
-                                   "value": values[quantity], "unit": unit, "source": table["source"],
-                                   "method": table["method"], "note": note}))
-    return pd.concat(parts, ignore_index=True)
+    with_idle = np.where(pd.isna(notes), no_idle, notes)
+    names, units = list(ENERGY_QUANTITIES), list(dict.fromkeys(ENERGY_QUANTITIES.values()))
+    each = np.repeat(np.arange(len(names)), len(table))  # quantity after quantity, every (run, domain) in each
+
+    def tiled(column: str) -> pd.Categorical:
+        return pd.Categorical(np.tile(table[column].to_numpy(dtype=object), len(names)))
+
+    return pd.DataFrame({
+        "run_id": np.tile(table["run_id"].to_numpy(), len(names)), "domain": tiled("domain"),
+        "quantity": pd.Categorical.from_codes(each, names),
+        "value": np.concatenate([values[q] for q in names]),
+        "unit": pd.Categorical.from_codes(np.array([units.index(u) for u in ENERGY_QUANTITIES.values()])[each], units),
+        "source": tiled("source"), "method": tiled("method"),
+        "note": pd.Series(np.concatenate([with_idle if q in ("idle_power_w", "dynamic_energy_per_inference_j")
+                                          else notes for q in names]), dtype=object)})
 
 
 def _with_identity(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Long rows with their run's identity columns in front, strings as categories, in run order."""
-    identity = list(runs.columns[1: runs.columns.get_loc("run") + 1])
-    order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
-    rows = rows.assign(order=rows["run_id"].map(order)).sort_values(["order"], kind="stable")
-    keyed = runs.set_index("run_id")
-    out = keyed.loc[rows["run_id"], identity].reset_index()
+    identity = list(runs.columns[: runs.columns.get_loc("run") + 1])  # run_id first
+    position = pd.Index(runs["run_id"]).get_indexer(rows["run_id"])
+    order = np.argsort(position, kind="stable")
+    out = runs[identity].iloc[position[order]].reset_index(drop=True)
     for column in LONG_COLUMNS:
-        out[column] = rows[column].to_numpy()
-    out["value"] = out["value"].astype(float)
-    for column in ("domain", "quantity", "unit", "source", "method"):
-        out[column] = out[column].astype("category")
+        values = rows[column]
+        if column in LABELS:
+            out[column] = _sorted_categories(values.astype("category").array.take(order))
+        elif column == "value":
+            out[column] = values.to_numpy(dtype=float)[order]
+        else:
+            out[column] = values.to_numpy()[order]
     return out
+
+
+def _sorted_categories(values: pd.Categorical) -> pd.Categorical:
+    """``values`` with the categories ``astype("category")`` would give them: those present, sorted."""
+    present = values.remove_unused_categories()
+    return present.set_categories(pd.Index(sorted(present.categories)))
 
 
 def _long_samples(frame: pd.DataFrame, runs: pd.DataFrame, identity: list[str]) -> pd.DataFrame:

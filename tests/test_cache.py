@@ -138,7 +138,8 @@ def test_a_cache_of_other_code_or_a_damaged_one_is_ignored(tmp_path, reads, monk
     analysis.cache.tag.cache_clear()
     try:
         load(tmp_path)
-        assert reads["chunks"] == 2  # another version's cache is not read
+        assert reads["chunks"] == 2  # another version's cache is not read, and is replaced
+        assert [p.name for p in (tmp_path / ".analysis_cache").iterdir()] == [analysis.cache.tag()]
         for shard in (tmp_path / ".analysis_cache" / analysis.cache.tag()).glob("*.parquet"):
             shard.write_bytes(b"not parquet")
         damaged, said = load(tmp_path)

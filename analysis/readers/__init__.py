@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
@@ -45,11 +47,12 @@ CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", 
 class RecordStore(Protocol):
     """Records kept from earlier readings of run folders (``analysis.cache.Cache``)."""
 
-    def get(self, root: Path, folder: Path, key: str) -> tuple[dict, list[Message]] | None:
-        """``(record, messages)`` of the folder when its files were in state ``key``, else None."""
+    def get(self, root: Path, relpath: str, key: str, folder: Path) -> tuple[dict, list[Message]] | None:
+        """``(record, messages)`` of the run folder ``folder``, ``relpath`` under ``root``, when its files were in
+        state ``key``; else None."""
 
-    def put(self, root: Path, folder: Path, key: str, record: dict, messages: list[Message]) -> None:
-        """Keep what reading the folder in state ``key`` gave."""
+    def put(self, root: Path, folder: Path, record: dict) -> None:
+        """Keep the record read from the folder's ``meta.json``."""
 
 
 def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, model: str | None = None,
@@ -122,31 +125,57 @@ def run_key(folder: str, filenames: Iterable[str]) -> str:
     for name in KEY_FILES:
         if name in filenames:
             try:
-                st = os.stat(os.path.join(folder, name))
+                st = os.stat(f"{folder}/{name}")
             except OSError:
                 continue  # reported when read
             parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
     return ";".join(parts)
 
 
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start``, a folder above it as walked from it, as text (``.`` for ``start``)."""
+    text, above = str(path), str(start)
+    if text.startswith(above) and text[len(above):len(above) + 1] == "/":
+        return text[len(above) + 1:]
+    return Path(path).relative_to(start).as_posix()
+
+
+@lru_cache(maxsize=65536)
+def _natural(name: str) -> list:
+    """A folder name's sort key: its runs of digits as numbers (``run_2`` before ``run_10``)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+class _Folder(NamedTuple):
+    """A folder holding SAMPLES_FILE, as walked."""
+    root: Path
+    folder: Path
+    ours: bool     # it has a meta.json
+    key: str       # run_key
+    tree: Path
+    relpath: str   # under root
+
+
 class _Walk(NamedTuple):
     root: Path
     entries: list  # in walk order: a run (an index into ``runs``) or an incomplete folder without samples (text)
-    runs: list     # (root, folder, ours?, key) of each folder holding SAMPLES_FILE
-    tree_of: dict  # folder -> its tree
+    runs: list     # the _Folder of each folder holding SAMPLES_FILE
 
 
 def _walk(root: Path) -> _Walk:
     """The run folders under ``root`` in walk order (folders in natural order of their names), each with its
     tree (the nearest folder holding ``study.json``, else ``root``)."""
-    entries, runs, tree_of = [], [], {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER),
-                             key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
-        folder = Path(dirpath)
-        parent_tree = tree_of.get(folder.parent, root)
-        tree_of[folder] = folder if runtree.STUDY_FILE in filenames else parent_tree
+    entries, runs, tree_of = [], [], {}  # tree_of: folder (as walked) -> its tree
+    top = os.fspath(root)
+    skip = len(top) + (0 if top.endswith("/") else 1)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
+        tree = tree_of.get(os.path.dirname(dirpath), root)
+        if runtree.STUDY_FILE in filenames:
+            tree = Path(dirpath)
+        tree_of[dirpath] = tree
         if SAMPLES_FILE not in filenames:
+            folder = Path(dirpath)
             status = runtree.read_status(folder) if runtree.META_FILE in filenames else None
             if status == runtree.COMPLETE:
                 warn(f"{folder / runtree.META_FILE}: run marked complete but {SAMPLES_FILE} is missing; run skipped")
@@ -154,8 +183,9 @@ def _walk(root: Path) -> _Walk:
                 entries.append(f"{folder.relative_to(root)} ({status}, no samples)")
             continue
         entries.append(len(runs))
-        runs.append((root, folder, runtree.is_run_folder(filenames), run_key(dirpath, filenames)))
-    return _Walk(root, entries, runs, tree_of)
+        runs.append(_Folder(root, Path(dirpath), runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
+                            dirpath[skip:] if dirpath != top else "."))
+    return _Walk(root, entries, runs)
 
 
 RECORDS_PER_CHUNK = 256  # meta.json files read per task
@@ -166,18 +196,18 @@ SHARED = ("sensors", "host", "unavailable", "idle")  # mappings most runs of a t
 
 def _records(runs: list[tuple], model: str | None, store: RecordStore | None, mapper) -> list[tuple]:
     """``(record or None, messages)`` of each run folder: kept from an earlier reading (``store``) or read."""
-    found: list = [store.get(root, folder, key) if store else None for root, folder, _, key in runs]
-    unread = [i for i, (_, _, is_ours, _) in enumerate(runs) if is_ours and found[i] is None]
+    found: list = [store.get(run.root, run.relpath, run.key, run.folder) if store else None for run in runs]
+    unread = [i for i, run in enumerate(runs) if run.ours and found[i] is None]
     chunks = [unread[at:at + RECORDS_PER_CHUNK] for at in range(0, len(unread), RECORDS_PER_CHUNK)]
     shared: dict[str, dict] = {}
-    for chunk, read in zip(chunks, mapper(ours.records, [[runs[i][1] for i in chunk] for chunk in chunks])):
+    for chunk, read in zip(chunks, mapper(ours.records, [[runs[i].folder for i in chunk] for chunk in chunks])):
         for i, (record, messages) in zip(chunk, read):
             if record is not None:
                 record.update({k: shared.setdefault(json.dumps(record[k]), record[k]) for k in SHARED})
                 if store:
-                    store.put(*runs[i][:2], runs[i][3], record, messages)
+                    store.put(runs[i].root, runs[i].folder, record)
             found[i] = (record, messages)
-    for i, (root, folder, is_ours, _) in enumerate(runs):
+    for i, (root, folder, is_ours, *_) in enumerate(runs):
         if is_ours:
             continue
         if found[i] is None:  # an AIPowerMeter folder is recognised by its first line
@@ -195,13 +225,13 @@ def _select(walk: _Walk, found: list, label: str | None, include_incomplete: boo
             seen: dict[tuple, Path]) -> list[dict]:
     """The records of the runs of one walk that are kept; ``seen``: the folder of each (label, identity, run)
     kept so far. Each record's warnings are issued."""
-    records, skipped = [], []
+    records, skipped, label_of, identity_of = [], [], {}, {}
     root = walk.root
     for entry in walk.entries:
         if isinstance(entry, str):
             skipped.append(entry)
             continue
-        _, folder, _, key = walk.runs[entry]
+        _, folder, _, key, tree, _ = walk.runs[entry]
         record, messages = found[entry]
         reissue(messages)
         if record is None:
@@ -209,13 +239,17 @@ def _select(walk: _Walk, found: list, label: str | None, include_incomplete: boo
         if record["status"] != runtree.COMPLETE and not include_incomplete:
             skipped.append(f"{folder.relative_to(root)} ({record['status']})")
             continue
-        tree = walk.tree_of[folder]
-        record = {**record, "label": label or (tree.relative_to(root).as_posix() if tree != root
-                                               else root.absolute().name),
-                  "tree": tree, "folder": folder.relative_to(tree).as_posix(), "root": root, "key": key,
-                  "messages": messages}
-        ident = (record["label"], *sorted((k, str(v)) for k, v in record.items()
-                                          if k not in CONSTANTS and k not in RECORD_FIELDS), record["run"])
+        if tree not in label_of:
+            label_of[tree] = label or (relative(tree, root) if tree != root else root.absolute().name)
+        record = {**record, "label": label_of[tree], "tree": tree, "folder": relative(folder, tree), "root": root,
+                  "key": key, "messages": messages}
+        fields = tuple(record)
+        if fields not in identity_of:
+            names = tuple(sorted(k for k in fields if k not in CONSTANTS and k not in RECORD_FIELDS))
+            identity_of[fields] = names, (itemgetter(*names) if len(names) > 1  # a tuple of their values
+                                          else lambda r, k=names: tuple(r[n] for n in k))
+        names, values = identity_of[fields]
+        ident = (record["label"], names, tuple(map(str, values(record))), record["run"])
         if ident in seen:
             warn(f"{folder}: same identity and run as {seen[ident]}; duplicate skipped (the first is kept)")
             continue
