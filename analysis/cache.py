@@ -37,11 +37,12 @@ import time
 import uuid
 from functools import cache
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import chunks, readers, reduce
@@ -56,7 +57,10 @@ IDLE = "idle"  # the kind of an idle recording's entry; a run's is its format
 TEXT = ["relpath", "key", "kind", "record", *SHARED, "record_messages", "messages", "gpu_domain"]
 ENTRIES = pa.schema([*((name, pa.string()) for name in TEXT), ("window_s", pa.float64()),
                      ("window_complete", pa.bool_())])
-LABELS = ["relpath", "domain", "quantity", "unit", "source", "method"]  # categories in the rows files
+DICTIONARY = ["kind", *SHARED, "record_messages", "messages", "gpu_domain"]  # few distinct values: read as such
+ENTRIES_READ = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in DICTIONARY else f
+                          for f in ENTRIES])
+LABELS = ["relpath", *chunks.LABELS]  # categories in the rows files
 # the code whose results are kept, relative to the analysis package (measure.runtree reads meta.json)
 CODE = ("cache.py", "chunks.py", "energy.py", "idle.py", "reduce.py", "readers/__init__.py", "readers/files.py",
         "readers/ours.py", "readers/aipowermeter.py", "../measure/runtree.py")
@@ -126,6 +130,39 @@ class Cache:
             shelf.store(info[[r == root for r in info["root"]]], computed, settled)
 
 
+def _columns(table: pa.Table) -> dict[str, Sequence]:
+    """The columns of an entries file: text as lists, numbers as arrays, a dictionary-encoded column as the index
+    of each row's value in its decoded values (each decoded once)."""
+    table = table.unify_dictionaries()
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            values = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+            indices = np.concatenate([pc.fill_null(chunk.indices, -1).to_numpy()
+                                      for chunk in column.chunks] or [np.array([], dtype=np.int32)])
+            columns[name] = _Decoded(values, indices)
+        elif pa.types.is_string(column.type):
+            columns[name] = column.to_pylist()
+        else:
+            columns[name] = column.to_numpy()
+    return columns
+
+
+class _Decoded(Sequence):
+    """A dictionary-encoded column: ``values[indices[i]]``, None where the index is -1."""
+
+    def __init__(self, values: list, indices: np.ndarray):
+        self.values, self.indices = values, indices
+
+    def __getitem__(self, i: int):
+        at = self.indices[i]
+        return None if at < 0 else self.values[at]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def _settled(key: str, settled_ns: int) -> bool:
     """Whether every file of a key last changed (mtime and ctime) before ``settled_ns``."""
     times = [int(t) for part in key.split(";") if part for t in part.split(":")[2:4]]
@@ -160,11 +197,12 @@ class _Shelf:
                 continue
             for path in paths:
                 try:
-                    table = pq.read_table(path)
+                    table = pq.read_table(path, read_dictionary=DICTIONARY, use_threads=False)
                 except (OSError, pa.ArrowException):
                     continue  # being replaced by another load, or damaged: its runs are read again
-                if table.schema.equals(ENTRIES):
-                    self._shards.append((path, table.to_pydict()))
+                if table.schema.remove_metadata().equals(ENTRIES_READ):
+                    self._shards.append((path, _columns(table)))
+        pa.default_memory_pool().release_unused()  # the reader's buffers
         self._shards.sort(key=lambda shard: shard[0].name)  # names start with the time they were written
         for number, (_, columns) in enumerate(self._shards):
             self._entries.update((relpath, (number, i)) for i, relpath in enumerate(columns["relpath"]))
@@ -227,9 +265,10 @@ class _Shelf:
             path = self._shards[number][0]
             try:
                 self._rows[number] = pq.read_table(path.with_name(path.name.replace("entries-", "rows-")),
-                                                   read_dictionary=LABELS).to_pandas()
+                                                   read_dictionary=LABELS, use_threads=False).to_pandas()
             except (OSError, pa.ArrowException):
                 self._rows[number] = None
+            pa.default_memory_pool().release_unused()
         return self._rows[number]
 
     def idle_power(self, path: Path, sensors: dict, compute: Callable[[Path, dict], pd.DataFrame]) -> pd.DataFrame:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from . import readers, reduce
 from .problems import Message, captured
 
 CHUNK_BYTES = 16 << 20
 WINDOW_COLUMNS = ["window_s", "window_complete", "gpu_domain"]
+LABELS = ["domain", "quantity", "unit", "source", "method"]  # categories in the rows
 
 
 @dataclass
@@ -25,7 +27,7 @@ class Reductions:
 
     ``rows``: ``reduce.ROW_COLUMNS`` (energies per sensor domain with the
     seconds they cover, window statistics, latency statistics and
-    ``latency_count``); ``windows``: indexed by run id, ``WINDOW_COLUMNS``, one
+    ``latency_count``; ``LABELS`` as categories); ``windows``: indexed by run id, ``WINDOW_COLUMNS``, one
     row per run whose samples could be read (the others are left out);
     ``messages``: per run id, the warnings reading and reducing it raised, in
     order; ``loose``: warnings that named no run of the chunk (none is expected).
@@ -59,7 +61,7 @@ def reduce_chunk(info: pd.DataFrame) -> Reductions:
             sampled = info.loc[windows.index]
             parts.append(reduce.latencies(readers.latencies(sampled), sampled.index))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=reduce.ROW_COLUMNS)
-    reductions = Reductions(rows, windows[WINDOW_COLUMNS])
+    reductions = Reductions(rows.astype({c: "category" for c in LABELS}), windows[WINDOW_COLUMNS])
     folders = {str(path): run for run, path in zip(info.index, info["path"])}
     for message in messages:
         run = _run_named(message[1], folders)
@@ -83,7 +85,15 @@ def combine(parts: list[Reductions]) -> Reductions:
     windows = pd.concat(windows).sort_index() if windows else pd.DataFrame(columns=WINDOW_COLUMNS)
     gpu = windows["gpu_domain"].astype(object)
     windows["gpu_domain"] = gpu.where(gpu.notna(), None)  # as one frame of runs with and without gives it
-    return Reductions(pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=reduce.ROW_COLUMNS),
-                      windows, {run: m for p in parts for run, m in p.messages.items()},
+    return Reductions(concat_rows(rows), windows, {run: m for p in parts for run, m in p.messages.items()},
                       [m for p in parts for m in p.loose])
+
+
+def concat_rows(rows: list[pd.DataFrame]) -> pd.DataFrame:
+    """Long rows (``reduce.ROW_COLUMNS``) end to end, their labels (``LABELS``) as one categorical each, the union
+    of the parts' categories (``pd.concat`` would make them objects)."""
+    if not rows:
+        return pd.DataFrame(columns=reduce.ROW_COLUMNS)
+    return pd.DataFrame({c: union_categoricals([r[c].astype("category").array for r in rows]) if c in LABELS
+                         else pd.concat([r[c] for r in rows], ignore_index=True) for c in reduce.ROW_COLUMNS})
 

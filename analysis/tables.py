@@ -20,7 +20,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from . import chunks, idle, parallel, readers
 from .cache import Cache
@@ -35,7 +34,7 @@ ENERGY_QUANTITIES = {
 RUN_CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup",
                  "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 LONG_COLUMNS = ["domain", "quantity", "value", "unit", "source", "method", "note"]
-LABELS = ["domain", "quantity", "unit", "source", "method"]  # categories in the quantities table
+LABELS = chunks.LABELS  # categories in the quantities table
 
 
 @dataclass(eq=False)
@@ -159,6 +158,7 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     baselines = idle.baselines(info, store.idle_power(idle.recording_power) if store else None)
     if store:
         store.store(info, computed)
+    del store, kept, computed  # what the cache read and the chunks gave: all in ``reduced`` now
     runs = _runs_table(info, windows, reduced.rows)
     quantities = _quantities(reduced.rows, runs, baselines)
     return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
@@ -189,21 +189,12 @@ def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, rows: pd.DataFrame) -
 def _quantities(rows: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
     """Sensor-domain rows -> reported domains, with the derived energy quantities."""
     keyed = runs.set_index("run_id")
-    rows = rows.assign(domain=_reported(rows["run_id"], rows["domain"], keyed["gpu_domain"]))
+    rows = rows.assign(domain=pd.Categorical(_reported(rows["run_id"], rows["domain"], keyed["gpu_domain"])))
     per_domain = rows["quantity"].isin(["energy_j", "gap_samples", "window_s"])  # window_s: seconds an energy covers
     energy = combine_domains(rows[per_domain])
     others = rows[~per_domain]
     derived = _derived(energy, keyed, combine_baselines(baselines, keyed["gpu_domain"]))
-    return pd.DataFrame({column: _joined([derived[column], others[column]]) for column in ["run_id", *LONG_COLUMNS]})
-
-
-def _joined(parts: list[pd.Series]) -> np.ndarray | pd.Categorical:
-    """Columns of long rows end to end: labels as one categorical (the union of the parts' categories), notes
-    as objects (None where there is none), the rest as they are."""
-    if parts[0].name in LABELS:
-        return union_categoricals([part.astype("category").array for part in parts])
-    values = np.concatenate([part.to_numpy(dtype=object if parts[0].name == "note" else None) for part in parts])
-    return pd.Series(values, dtype=object) if parts[0].name == "note" else values
+    return chunks.concat_rows([derived, others])
 
 
 def _reported(run_id: pd.Series, domain: pd.Series, gpu_domain: pd.Series) -> np.ndarray:
@@ -231,19 +222,19 @@ def combine_domains(rows: pd.DataFrame) -> pd.DataFrame:
     notes are joined."""
     rows = rows.assign(domain=rows["domain"].map(energy_domain))
     gpus = rows["domain"].str.fullmatch(r"gpu\d*")
-    per_run = rows[gpus & (rows["quantity"] == "energy_j")].groupby("run_id")["domain"].nunique()
+    per_run = rows[gpus & (rows["quantity"] == "energy_j")].groupby("run_id", observed=True)["domain"].nunique()
     has_node = rows.loc[rows["domain"] == "gpu_node", "run_id"].unique()
     several = per_run.index[(per_run >= 2) & ~per_run.index.isin(has_node)]
     node = rows[gpus & rows["run_id"].isin(several)].assign(domain="gpu_node")
     rows = pd.concat([rows, node], ignore_index=True)
-    grouped = rows.groupby(["run_id", "domain", "quantity"], sort=False)
+    grouped = rows.groupby(["run_id", "domain", "quantity"], sort=False, observed=True)
     out = grouped["value"].sum(min_count=1).to_frame()
     out.loc[grouped["value"].count() < grouped.size(), "value"] = np.nan
     longest = out.index.get_level_values("quantity") == "window_s"
     out.loc[longest, "value"] = grouped["value"].max()[longest]
     out["source"] = grouped["source"].first()
     out["method"] = grouped["method"].first().where(grouped["method"].nunique() <= 1, "mixed")
-    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False)["note"]
+    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False, observed=True)["note"]
     out["note"] = noted.agg("; ".join).reindex(out.index)  # only where a member has a note: few groups
     return out.reset_index()
 
@@ -258,7 +249,7 @@ def combine_baselines(baselines: pd.DataFrame, gpu_domain: pd.Series) -> pd.Data
     direct = b[b["domain"].isin(["cpu_package", "dram", "gpu_node"])]
     summed = b[~b["domain"].isin(["cpu_package", "dram", "gpu_node"])].assign(
         domain=lambda d: d["domain"].map(energy_domain))
-    grouped = summed.groupby(["run_id", "domain"], sort=False)
+    grouped = summed.groupby(["run_id", "domain"], sort=False, observed=True)
     totals = grouped["idle_power_w"].sum(min_count=1).to_frame()
     totals.loc[grouped["idle_power_w"].count() < grouped.size(), "idle_power_w"] = np.nan
     totals["note"] = grouped["note"].agg(lambda notes: "; ".join(n for n in notes if isinstance(n, str)) or None)
