@@ -262,7 +262,11 @@ def latencies(values: pd.Series, run_ids: pd.Index) -> pd.DataFrame:
     """Per-run latency statistics as long rows (domain ``clock``): median, p90, p99 and mean, and the
     number of latencies read (``latency_count``), from every latency indexed by run id."""
     groups = values.groupby(level=0)
-    stats = {name: groups.quantile(q) for name, q in LATENCY_STATS.items()}
+    if len(values):  # the three quantiles in one pass over each run's sorted latencies
+        quantiles = groups.quantile(list(LATENCY_STATS.values())).unstack()
+        stats = {name: quantiles[q] for name, q in LATENCY_STATS.items()}
+    else:
+        stats = {name: pd.Series(dtype=float) for name in LATENCY_STATS}
     stats["latency_mean_s"] = groups.mean()
     parts = [_rows(run_ids, "clock", name, stat.reindex(run_ids).to_numpy(), "s", "measured", "perf_counter")
              for name, stat in stats.items()]
