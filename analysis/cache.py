@@ -81,10 +81,15 @@ def tag() -> str:
 
 
 def folders(root: Path) -> list[Path]:
-    """Where the cache of the tree ``root`` may be: beside it, then in the user's cache folder."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    """Where the cache of the tree ``root`` may be: beside it, then in the user's cache folder (none without a
+    home folder or ``XDG_CACHE_HOME``)."""
+    beside = Path(root) / readers.CACHE_FOLDER / tag()
+    try:
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (RuntimeError, KeyError):  # no home folder known
+        return [beside]
     name = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-    return [Path(root) / readers.CACHE_FOLDER / tag(), home / "inference-energy" / name / tag()]
+    return [beside, home / "inference-energy" / name / tag()]
 
 
 class Cache:
@@ -116,7 +121,7 @@ class Cache:
         """``compute(path, sensors)``, an idle recording's baseline (``domain, idle_power_w, note``), through
         the cache: kept, or computed and kept, its warnings issued either way."""
         def through_cache(path: Path, sensors: dict) -> pd.DataFrame:
-            root = next((r for r in self._shelves if str(path).startswith(f"{r}/")), None)
+            root = next((r for r in self._shelves if Path(path).is_relative_to(r)), None)
             if root is None:  # a recording outside the trees given: not kept
                 return compute(path, sensors)
             return self._shelves[root].idle_power(path, sensors, compute)
@@ -182,7 +187,7 @@ class _Shelf:
 
     def __init__(self, root: Path):
         self.root = root
-        self.records: dict[str, dict] = {}  # folder -> record this load read from its meta.json
+        self.records: dict[str, dict] = {}  # folder -> its record, as this load read it
         self._shards: list[tuple[Path, dict[str, list]]] = []  # entries file, its columns; oldest first
         self._entries: dict[str, tuple[int, int]] = {}  # relpath -> (shard, position): its latest entry
         self._hits: dict[str, tuple[int, int]] = {}  # folder -> its entry, found as it was this load
@@ -226,6 +231,7 @@ class _Shelf:
             record[name] = self._shared[text] if text in self._shared else \
                 self._shared.setdefault(text, json.loads(text))
         record["path"] = folder
+        self.records[str(folder)] = record  # kept again with its reductions, should they have to be read again
         return record, messages
 
     def reductions(self, info: pd.DataFrame) -> tuple[chunks.Reductions, np.ndarray]:
@@ -340,8 +346,8 @@ class _Shelf:
                 else:
                     self._write(folder, entries, rows)
                 return
-            except OSError as error:
-                problem = problem or f"{folder}: {error.strerror or error}"
+            except (OSError, ValueError, TypeError, pa.ArrowException) as error:  # never fails a load
+                problem = problem or f"{folder}: {getattr(error, 'strerror', None) or error}"
         warn(f"{self.root}: analysis cache not written ({problem}); the next load reads these runs again")
 
     def _kept(self) -> tuple[list[dict], list[pd.DataFrame]]:
@@ -359,7 +365,8 @@ class _Shelf:
     @staticmethod
     def _write(folder: Path, entries: list[dict], rows: list[pd.DataFrame]) -> None:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        rows = pd.concat([r.astype({c: object for c in LABELS}) for r in rows if len(r)], ignore_index=True)
+        rows = [r.astype({c: object for c in LABELS}) for r in rows if len(r)]  # an idle recording may have none
+        rows = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=LABELS)
         rows = rows.reindex(columns=["relpath", *reduce.ROW_COLUMNS[1:]]).astype(
             {**{c: "category" for c in LABELS}, "value": float, "note": object})
         _write_atomic(pa.Table.from_pandas(rows, preserve_index=False), folder / f"rows-{name}.parquet")

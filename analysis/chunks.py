@@ -27,10 +27,11 @@ class Reductions:
 
     ``rows``: ``reduce.ROW_COLUMNS`` (energies per sensor domain with the
     seconds they cover, window statistics, latency statistics and
-    ``latency_count``; ``LABELS`` as categories); ``windows``: indexed by run id, ``WINDOW_COLUMNS``, one
-    row per run whose samples could be read (the others are left out);
-    ``messages``: per run id, the warnings reading and reducing it raised, in
-    order; ``loose``: warnings that named no run of the chunk (none is expected).
+    ``latency_count``; ``LABELS`` as categories); ``windows``: indexed by run
+    id, ``WINDOW_COLUMNS``, one row per run whose samples could be read (the
+    others are left out); ``messages``: per run id, the warnings reading and
+    reducing it raised, in order; ``loose``: warnings that named no run of the
+    chunk (none is expected).
     """
 
     rows: pd.DataFrame
@@ -39,11 +40,10 @@ class Reductions:
     loose: list[Message] = field(default_factory=list)
 
 
-def split(info: pd.DataFrame, chunk_bytes: int | None = None) -> list[pd.DataFrame]:
-    """``info`` in consecutive chunks of runs whose sample files add up to about ``chunk_bytes``
-    (default ``CHUNK_BYTES``)."""
+def split(info: pd.DataFrame) -> list[pd.DataFrame]:
+    """``info`` in consecutive chunks of runs whose sample files add up to about ``CHUNK_BYTES``."""
     items = [(run, path / readers.SAMPLES_FILE) for run, path in zip(info.index, info["path"])]
-    batches = readers.files.batches(items, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+    batches = readers.files.batches(items, CHUNK_BYTES)
     return [info.loc[[run for run, _ in batch]] for batch in batches]
 
 

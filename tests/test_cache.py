@@ -149,6 +149,28 @@ def test_a_cache_of_other_code_or_a_damaged_one_is_ignored(tmp_path, reads, monk
         analysis.cache.tag.cache_clear()
 
 
+def test_an_unreadable_idle_recording_is_warned_about_each_time(tmp_path, reads):
+    write_run(tmp_path, idle_power_w={"gpu0": 10.0})
+    (tmp_path / "idle" / "idle_synthetic.json").write_text("")  # an empty recording
+    first, said = load(tmp_path)
+    assert any("no readable idle recording" in m for m in said)
+    again, said_again = load(tmp_path)
+    assert said_again == said and reads["chunks"] == 1
+    assert_same(first, again)
+
+
+def test_runs_whose_rows_are_gone_are_read_again_and_kept_again(tmp_path, reads):
+    write_tree(tmp_path, input_sizes=(16, 32), runs=2)
+    first, _ = load(tmp_path)
+    for rows in (tmp_path / ".analysis_cache" / analysis.cache.tag()).glob("rows-*.parquet"):
+        rows.unlink()  # another load merging the shards, say
+    again, said = load(tmp_path)
+    assert reads["chunks"] == 2 and reads["meta"] == 1 and not said  # records from the cache, runs read again
+    assert_same(first, again)
+    load(tmp_path)
+    assert reads["chunks"] == 2
+
+
 def test_cache_false_reads_everything_and_writes_nothing(tmp_path, reads):
     write_run(tmp_path)
     load(tmp_path)
