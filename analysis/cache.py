@@ -53,6 +53,7 @@ RACY_S = 2.0
 MAX_SHARDS = 8
 HERE = "\x00"  # stands for the run's folder (an idle recording's path) in the messages kept
 SHARED = readers.SHARED
+NOT_KEPT = {*SHARED, *readers.WALK_FIELDS, "path"}  # a record's fields not kept in its JSON (kept apart, or the walk's)
 IDLE = "idle"  # the kind of an idle recording's entry; a run's is its format
 TEXT = ["relpath", "key", "kind", "record", *SHARED, "record_messages", "messages", "gpu_domain"]
 ENTRIES = pa.schema([*((name, pa.string()) for name in TEXT), ("window_s", pa.float64()),
@@ -324,7 +325,7 @@ class _Shelf:
                          "messages": _dumps_messages(part.messages.get(run, []), here)}
                 if kind == readers.ours.FORMAT:
                     record = self.records[here]
-                    entry["record"] = json.dumps({k: v for k, v in record.items() if k not in SHARED and k != "path"})
+                    entry["record"] = json.dumps({k: v for k, v in record.items() if k not in NOT_KEPT})
                     entry.update({name: json.dumps(record[name]) for name in SHARED})
                 entries.append(entry)
             kept = part.rows[part.rows["run_id"].isin(windows.index)]

@@ -158,9 +158,11 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     baselines = idle.baselines(info, store.idle_power(idle.recording_power) if store else None)
     if store:
         store.store(info, computed)
-    del store, kept, computed  # what the cache read and the chunks gave: all in ``reduced`` now
-    runs = _runs_table(info, windows, reduced.rows)
-    quantities = _quantities(reduced.rows, runs, baselines)
+    rows = reduced.rows
+    del store, kept, computed, todo, reduced  # at scale, memory holds each thing once
+    runs = _runs_table(info, windows, rows)
+    quantities = _quantities(rows, runs, baselines)
+    del rows
     return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
 
 

@@ -40,6 +40,7 @@ KEY_FILES = (*runtree.RUN_FILES, files.LATENCY_JSON)  # the files whose state ke
 DIMENSIONS = ["model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device"]
 RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable", "root", "key",
                  "messages"}  # not identity
+WALK_FIELDS = ("label", "tree", "folder", "root", "key", "messages")  # what discover adds to a record read
 CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup", "period_s",
              "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 
@@ -241,8 +242,7 @@ def _select(walk: _Walk, found: list, label: str | None, include_incomplete: boo
             continue
         if tree not in label_of:
             label_of[tree] = label or (relative(tree, root) if tree != root else root.absolute().name)
-        record = {**record, "label": label_of[tree], "tree": tree, "folder": relative(folder, tree), "root": root,
-                  "key": key, "messages": messages}
+        record.update(zip(WALK_FIELDS, (label_of[tree], tree, relative(folder, tree), root, key, messages)))
         fields = tuple(record)
         if fields not in identity_of:
             names = tuple(sorted(k for k in fields if k not in CONSTANTS and k not in RECORD_FIELDS))
