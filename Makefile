@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 STUDY_PROFILE ?= quick
 ARGS ?= --help
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: install test study measure analysis bench clean
 
@@ -31,6 +33,14 @@ measure: install
 
 analysis: install
 	$(PY) -m analysis $(ARGS)
+
+# the measurement overhead, side by side with the peers (CodeCarbon, Zeus) of the bench extra
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/overhead.py $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) $(RESULTS)

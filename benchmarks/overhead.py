@@ -1,48 +1,67 @@
 """Latency overhead and CPU cost of measuring energy during inference.
 
-    python benchmarks/overhead.py [--rounds 80] [--iters 40] [--size 64] [--device auto]
+    python benchmarks/overhead.py [--minutes 9] [--halfwidth 0.0025] [--iters 40] [--size 64] [--device auto]
+                                  [--threads N] [--ablation | --only NAME ...] [--rounds N]
 
 Method. ResNet50 (batch 1, ``eval()``, ``torch.inference_mode()``, torch on
-every core) runs the project's own timed loop (``measure.sweep.timed_loop``,
-synchronised after each inference on a GPU) in blocks of ``--iters``
-inferences, each after a short untimed warm-up.  Every round measures, for
-each measuring configuration X in a shuffled order, a pair of blocks: one
-with no measurement and one under X, in alternating order (A/B, then B/A).
-Blocks are short (about half a second on a 2-core CPU) and pairs many, so
-that the two blocks of a pair mostly share the load other programs put on a
-shared machine.  A block's figure is its mean
-per-inference latency (a sampler that delays only the inferences it overlaps
-shows in the mean, not in the median); X's ratio in a round is its block's
-over the paired unmeasured block.  Reported per configuration: the median
-ratio over rounds, its interquartile range and a bootstrap 95 % CI of the
-median.
+every core unless ``--threads``) runs the project's own timed loop
+(``measure.sweep.timed_loop``, synchronised after each inference on a GPU)
+in blocks of ``--iters`` inferences, each after a short untimed warm-up.
+Every round runs one unmeasured block and one block under each measuring
+configuration, in a shuffled order; a configuration's ratio in a round is its
+block's mean per-inference latency over the round's unmeasured block (the
+mean, not the median: a sampler that delays only the inferences it overlaps
+shows in the mean).  Blocks are short (about half a second on a 2-core CPU)
+and rounds many, so that the blocks of a round mostly share whatever load
+other programs put on a shared machine; one unmeasured block per round,
+rather than one per configuration, leaves more of the time to the measured
+ones.  Reported per configuration: the median ratio over rounds, its
+interquartile range, a bootstrap 95 % CI of the median and its half-width;
+beside it the same for the ratio of the process's CPU time per inference
+(every thread: torch's, the tool's), which a neighbour's load moves less
+than the wall time.
 
-Configurations:
+Rounds go on until the CI of every ``ours_*`` configuration is at most
+``--halfwidth`` wide on either side (checked every 10 rounds, after 30), or
+until the next round would pass ``--minutes``; ``--rounds`` fixes their
+number instead.
 
-- ``ours_p<period>``: ``measure.recorder.Recorder`` over every sensor that
-  ``open_sensors`` finds, with the tick source the sweep uses on the device
-  (``measure.sweep.tick_source``: a timer signal in the measuring thread on
-  the CPU, a thread on a GPU), started right before the loop and stopped right
-  after it, as ``measure.sweep`` does, writing to a temporary file;
-- ``ours_p0.01_thread`` (CPU only): the same at 0.01 s with a sampling thread,
-  to show what the signal saves;
+Configurations, by default:
+
+- ``ours_p<period>`` at 0.1 s and 0.01 s: ``measure.recorder.Recorder`` over
+  every sensor that ``open_sensors`` finds, with the tick source the sweep
+  uses on the device (``measure.sweep.tick_source``: a timer signal in the
+  measuring thread on the CPU, a thread on a GPU), started right before the
+  loop and stopped right after it, as ``measure.sweep`` does, writing to a
+  temporary file;
 - ``codecarbon``: ``OfflineEmissionsTracker`` (country set, no network,
   ``measure_power_secs=1``, quiet, nothing saved), started and stopped likewise;
-- ``zeus``: ``ZeusMonitor`` ``begin_window``/``end_window`` around the loop,
-  reported unavailable, with the reason, where it cannot start or finds
-  nothing to measure.
+- ``zeus``: ``ZeusMonitor`` ``begin_window``/``end_window`` around the loop.
 
-CPU cost inside the window ("CPU s/s"), over the loops' wall seconds, both
-summed over all rounds: the CPU seconds of the threads the tool started (our
-``power-recorder`` thread: its waits, housekeeping and ticks; CodeCarbon's
-timer threads, a new one per measurement) from its start to right before it
-stops (see ``ThreadLedger``), plus, for our signal ticks, which run in the
-measuring thread, the CPU seconds they took (``Window.tick_cpu_s``, read from
-that thread's CPU clock around each tick: the raw captures, and any batch
-written).
-The wall time of each tool's ``stop`` ("stop s/s", outside the timed loop) is
-reported beside it: ours decodes and writes the ticks' lines there; CodeCarbon
-takes a last measurement and computes its emissions.  Work a tool does in the
+The peers come with the ``bench`` extra (``make bench`` installs it); each
+is reported unavailable, with the reason, where it is not installed, cannot
+start or finds nothing to measure.
+
+``--ablation``: where the recorder's cost at 0.01 s goes, one thing varied at
+a time (each at 0.01 s): ``timer_ignored`` (the interval timer firing with
+``SIGALRM`` ignored: the timer's interrupts alone, no signal delivered),
+``handler_empty`` (a Python ``SIGALRM`` handler that returns at once:
+delivery and the interpreter's call), ``thread_empty`` (a thread that wakes
+every period and does nothing), ``edges_only`` (the recorder with every
+sensor, no tick inside the block), ``ticks_no_sensors`` (the recorder's
+signal ticks reading nothing), one sensor alone (``<sensor>_only``, signal
+ticks on the CPU), ``ours_p0.01`` and ``ours_p0.01_thread`` (every sensor,
+with a sampling thread).  ``--only`` picks configurations by name from
+both lists.
+
+CPU cost inside the window ("tool CPU s/s"), over the loops' wall seconds,
+both summed over all rounds: the CPU seconds of the threads the tool started
+(our ``power-recorder`` thread: its waits, housekeeping and ticks;
+CodeCarbon's timer threads, a new one per measurement) from its start to
+right before it stops (see ``ThreadLedger``), plus, for our signal ticks,
+which run in the measuring thread, the CPU seconds they took
+(``Window.tick_cpu_s``).  The wall time of each tool's ``stop`` ("stop s/s",
+outside the timed loop) is reported beside it.  Work a tool does in the
 caller's thread before the loop (our synchronous ``start`` sample, Zeus's
 counter read) is not counted.
 
@@ -56,6 +75,7 @@ import io
 import logging
 import os
 import platform
+import signal
 import sys
 import tempfile
 import threading
@@ -69,15 +89,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.stats import bootstrap_median_ci  # noqa: E402
-from measure.models import load_model  # noqa: E402
 from measure.host import cpu_model  # noqa: E402
-from measure.sweep import resolve_device, synchronizer, tick_source, timed_loop  # noqa: E402
+from measure.models import load_model  # noqa: E402
 from measure.recorder import Recorder  # noqa: E402
 from measure.sensors import open_sensors  # noqa: E402
+from measure.sweep import resolve_device, synchronizer, tick_source, timed_loop  # noqa: E402
 
 PERIODS_S = (0.1, 0.01)
 GOALS = {0.1: 1.005, 0.01: 1.01}
-WARMUP = 3
+ABLATION_PERIOD_S = 0.01
+WARMUP = 2
+CHECK_EVERY, MIN_ROUNDS = 10, 30
 
 
 class ThreadLedger:
@@ -130,7 +152,10 @@ class ThreadsOf:
     """Start and stop a measuring tool; the CPU time of the threads it started until it stops, and
     the wall time of its stop."""
 
-    def __init__(self, start, stop):
+    ticks = "-"
+
+    def __init__(self, name: str, start, stop):
+        self.name = name
         self._start, self._stop = start, stop
         self._since = 0
 
@@ -157,14 +182,17 @@ class OurRecorder(ThreadsOf):
     """Our recorder: the CPU time of its sampling thread (all of it: waits, housekeeping, ticks), or of
     its signal ticks (measured by the recorder itself in the measuring thread)."""
 
-    def __init__(self, sensors: list, folder: Path, period_s: float, ticks: str, suffix: str = ""):
-        self.name = f"ours_p{period_s:g}{suffix}"
-        self._arguments = (sensors, folder / f"{self.name}.json", period_s)
+    def __init__(self, name: str, sensors: list, folder: Path, period_s: float, ticks: str):
+        self._arguments = (sensors, folder / f"{name}.json", period_s)
         self._ticks = ticks
         self._recorder: Recorder | None = None
         self._window = None
         self.ticks_used: set[str] = set()
-        super().__init__(self._start_recorder, self._stop_recorder)
+        super().__init__(name, self._start_recorder, self._stop_recorder)
+
+    @property
+    def ticks(self) -> str:
+        return ", ".join(sorted(self.ticks_used))
 
     def _start_recorder(self) -> None:
         self._recorder = Recorder(*self._arguments, ticks=self._ticks)
@@ -179,28 +207,42 @@ class OurRecorder(ThreadsOf):
         return thread_cpu_s + (self._window.tick_cpu_s if self._window.ticks == "signal" else 0.0), stop_s
 
 
-class CodeCarbon(ThreadsOf):
-    name = "codecarbon"
+class EmptyTicks(ThreadsOf):
+    """Ticks that do nothing, every ``period_s``: the interval timer with ``SIGALRM`` ignored (``timer``),
+    a Python handler that returns (``handler``) or a thread that wakes and waits again (``thread``)."""
 
-    def __init__(self, tracker_class):
-        self._tracker_class = tracker_class
-        self._tracker = None
-        super().__init__(self._start_tracker, lambda: self._tracker.stop())
+    def __init__(self, name: str, kind: str, period_s: float):
+        self._kind, self._period_s = kind, period_s
+        self._previous = None
+        self._stopping = threading.Event()
+        super().__init__(name, self._arm, self._disarm)
+        self.ticks = kind
 
-    def _start_tracker(self) -> None:
-        self._tracker = self._tracker_class(country_iso_code="FRA", measure_power_secs=1, log_level="error",
-                                            save_to_file=False)
-        self._tracker.start()
+    def _arm(self) -> None:
+        if self._kind == "thread":
+            self._stopping.clear()
+            threading.Thread(target=self._wake, name="empty-ticks", daemon=True).start()
+            return
+        self._previous = signal.signal(signal.SIGALRM, signal.SIG_IGN if self._kind == "timer" else _return)
+        signal.setitimer(signal.ITIMER_REAL, self._period_s, self._period_s)
+
+    def _wake(self) -> None:
+        while not self._stopping.wait(self._period_s):
+            pass
+
+    def _disarm(self) -> None:
+        if self._kind == "thread":
+            self._stopping.set()
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self._previous)
 
 
-class Zeus(ThreadsOf):
-    name = "zeus"
-
-    def __init__(self, monitor):
-        super().__init__(lambda: monitor.begin_window("bench"), lambda: monitor.end_window("bench"))
+def _return(signum, frame) -> None:
+    """A signal handler that does nothing."""
 
 
-def open_codecarbon() -> CodeCarbon | str:
+def codecarbon() -> ThreadsOf | str:
     """The CodeCarbon configuration, or why it cannot run here."""
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
     try:
@@ -208,124 +250,230 @@ def open_codecarbon() -> CodeCarbon | str:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             from codecarbon import OfflineEmissionsTracker
     except ImportError as err:
-        return f"not installed ({err}); pip install -e '.[bench]'"
-    return CodeCarbon(OfflineEmissionsTracker)
+        return f"not installed ({err}); make bench installs it"
+    tracker = None
+
+    def start() -> None:
+        nonlocal tracker
+        tracker = OfflineEmissionsTracker(country_iso_code="FRA", measure_power_secs=1, log_level="error",
+                                          save_to_file=False)
+        tracker.start()
+
+    return ThreadsOf("codecarbon", start, lambda: tracker.stop())
 
 
-def open_zeus() -> Zeus | str:
+def zeus() -> ThreadsOf | str:
     """The Zeus configuration, or why it cannot start (or would measure nothing) here."""
     logging.getLogger("zeus").setLevel(logging.ERROR)
     try:
         from zeus.monitor import ZeusMonitor
     except ImportError as err:
-        return f"not installed ({err}); pip install -e '.[bench]'"
+        return f"not installed ({err}); make bench installs it"
     try:
         monitor = ZeusMonitor()
     except Exception as err:  # noqa: BLE001 - any failure to start is the finding
         return f"ZeusMonitor() failed: {type(err).__name__}: {err}"
     if not (monitor.gpu_indices or monitor.cpu_indices or monitor.soc_is_present):
         return "ZeusMonitor starts but finds nothing to measure (no GPU through NVML/AMDSMI, no readable RAPL)"
-    return Zeus(monitor)
+    return ThreadsOf("zeus", lambda: monitor.begin_window("bench"), lambda: monitor.end_window("bench"))
+
+
+def configurations(sensors: list, folder: Path, device: torch.device) -> dict[str, object]:
+    """Every configuration by name, default ones first: a measurer, or why it cannot run here (text)."""
+    ticks = tick_source(device)
+    p = ABLATION_PERIOD_S
+    found = {f"ours_p{period:g}": OurRecorder(f"ours_p{period:g}", sensors, folder, period, ticks)
+             for period in PERIODS_S}
+    found["codecarbon"], found["zeus"] = codecarbon(), zeus()
+    found.update({
+        "timer_ignored": EmptyTicks("timer_ignored", "timer", p),
+        "handler_empty": EmptyTicks("handler_empty", "handler", p),
+        "thread_empty": EmptyTicks("thread_empty", "thread", p),
+        "edges_only": OurRecorder("edges_only", sensors, folder, 3600.0, ticks),
+        "ticks_no_sensors": OurRecorder("ticks_no_sensors", [], folder, p, ticks),
+        **{f"{s.name}_only": OurRecorder(f"{s.name}_only", [s], folder, p, ticks) for s in sensors},
+        "ours_p0.01_thread": OurRecorder("ours_p0.01_thread", sensors, folder, p, "thread"),
+    })
+    return found
+
+
+DEFAULT = ("ours_p0.1", "ours_p0.01", "codecarbon", "zeus")
 
 
 @dataclass
 class Tally:
-    """Per configuration: one ratio per round, and CPU and wall seconds summed over its blocks."""
+    """Per configuration: one latency and one CPU ratio per round, and CPU and wall seconds over its blocks."""
 
     ratios: list[float] = field(default_factory=list)
-    cpu_s: float = 0.0
+    cpu_ratios: list[float] = field(default_factory=list)
+    tool_cpu_s: float = 0.0
     stop_s: float = 0.0
     wall_s: float = 0.0
 
 
-def run_block(module, inputs, iters: int, sync, measurer) -> tuple[float, float, float, float]:
-    """Mean latency (s), measuring CPU seconds, stop seconds and wall seconds of one block under ``measurer``."""
+@dataclass
+class Block:
+    latency_s: float    # mean per inference
+    cpu_s: float        # the process's CPU seconds per inference, every thread
+    tool_cpu_s: float   # the measuring tool's CPU seconds inside the block
+    stop_s: float
+    wall_s: float
+
+
+def run_block(module, inputs, iters: int, sync, measurer) -> Block:
+    """One block of ``iters`` timed inferences under ``measurer``."""
     timed_loop(module, inputs, WARMUP, sync)
     sync()
     measurer.begin()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     try:
         latencies = timed_loop(module, inputs, iters, sync)
     finally:
-        wall_s = time.perf_counter() - start
-        cpu_s, stop_s = measurer.end()
-    return float(latencies.mean()), cpu_s, stop_s, wall_s
+        wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        tool_cpu_s, stop_s = measurer.end()
+    return Block(float(latencies.mean()), cpu_s / iters, tool_cpu_s, stop_s, wall_s)
 
 
-def run_rounds(module, inputs, sync, measurers: list, rounds: int, iters: int) -> tuple[dict, list]:
-    """Interleaved paired blocks; per-configuration tallies and every baseline block's latency."""
+def half_width(values: list[float]) -> float:
+    low, high = bootstrap_median_ci(np.asarray(values)[:, None])
+    return float(high[0] - low[0]) / 2
+
+
+def watched_names(measurers: list) -> list[str]:
+    """The configurations whose precision decides when the rounds stop: ours, else all."""
+    return [m.name for m in measurers if m.name.startswith("ours_")] or [m.name for m in measurers]
+
+
+def run_rounds(module, inputs, sync, measurers: list, iters: int, rounds: int | None, minutes: float,
+               halfwidth: float) -> tuple[dict, list, str]:
+    """Rounds of one unmeasured block and one block per measurer, shuffled; per-configuration tallies, every
+    unmeasured block's latency, and why the rounds stopped."""
     rng = np.random.default_rng(0)
     baseline = NoMeasurement()
     tallies = {m.name: Tally() for m in measurers}
     base_latencies = []
-    for r in range(rounds):
-        for i, k in enumerate(rng.permutation(len(measurers))):
-            measurer = measurers[k]
-            pair = (baseline, measurer) if (r + i) % 2 == 0 else (measurer, baseline)
-            results = {m.name: run_block(module, inputs, iters, sync, m) for m in pair}
-            base_latency = results[baseline.name][0]
-            latency, cpu_s, stop_s, wall_s = results[measurer.name]
-            tally = tallies[measurer.name]
-            tally.ratios.append(latency / base_latency)
-            tally.cpu_s += cpu_s
-            tally.stop_s += stop_s
-            tally.wall_s += wall_s
-            base_latencies.append(base_latency)
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return tallies, base_latencies
+    watched = watched_names(measurers)
+    began, r = time.monotonic(), 0
+    while True:
+        round_began = time.monotonic()
+        everyone = [*measurers, baseline]
+        blocks = {everyone[k].name: run_block(module, inputs, iters, sync, everyone[k])
+                  for k in rng.permutation(len(everyone))}
+        base = blocks[baseline.name]
+        for m in measurers:
+            block, tally = blocks[m.name], tallies[m.name]
+            tally.ratios.append(block.latency_s / base.latency_s)
+            tally.cpu_ratios.append(block.cpu_s / base.cpu_s)
+            tally.tool_cpu_s += block.tool_cpu_s
+            tally.stop_s += block.stop_s
+            tally.wall_s += block.wall_s
+        base_latencies.append(base.latency_s)
+        r += 1
+        now = time.monotonic()
+        print(f"  round {r} done, {(now - began) / 60:.1f} min", file=sys.stderr, flush=True)
+        if rounds is not None:
+            if r == rounds:
+                return tallies, base_latencies, f"{rounds} rounds asked for"
+            continue
+        if r >= MIN_ROUNDS and r % CHECK_EVERY == 0 and max(half_width(tallies[n].ratios)
+                                                             for n in watched) <= halfwidth:
+            return tallies, base_latencies, f"every CI of {', '.join(watched)} within +-{halfwidth:.2%}"
+        if now - began + (now - round_began) > minutes * 60:
+            return tallies, base_latencies, f"{minutes:g} min spent"
 
 
 def describe(ratios: list[float]) -> dict:
-    """Median, IQR and bootstrap 95 % CI of the median of the per-round ratios."""
+    """Median, IQR, bootstrap 95 % CI of the median and its half-width, of per-round ratios."""
     values = np.asarray(ratios)
     low, high = bootstrap_median_ci(values[:, None])
     q1, q3 = np.quantile(values, [0.25, 0.75])
-    return {"median": float(np.median(values)), "q1": q1, "q3": q3, "ci": (float(low[0]), float(high[0]))}
+    return {"median": float(np.median(values)), "q1": q1, "q3": q3, "ci": (float(low[0]), float(high[0])),
+            "half": float(high[0] - low[0]) / 2}
 
 
-def report(tallies: dict, measurers: list, unavailable: dict[str, str]) -> dict[str, str]:
-    """Print the table; the key=value figures."""
+def key_prefix(name: str) -> tuple[str, str]:
+    """How the key=value line names a configuration's figures: ``overhead_ratio_p0.1`` for ours, else
+    ``codecarbon_ratio``; (the ratio's key, the stem of the other keys)."""
+    if name.startswith("ours_"):
+        suffix = name.removeprefix("ours_")
+        return f"overhead_ratio_{suffix}", f"recorder_{{}}_{suffix}"
+    return f"{name}_ratio", f"{name}_{{}}"
+
+
+def report(tallies: dict, measurers: list, unavailable: dict[str, str], halfwidth: float) -> dict[str, str]:
+    """Print the table and the goals' verdicts; the key=value figures."""
     keys: dict[str, str] = {}
-    print(f"\n{'configuration':<18} {'median ratio':>12} {'IQR':>17} {'bootstrap 95% CI':>19} {'CPU s/s':>9} "
-          f"{'stop s/s':>9}  ticks")
+    print(f"\n{'configuration':<19} {'median ratio':>12} {'IQR':>15} {'bootstrap 95% CI':>17} {'+-':>6} "
+          f"{'CPU ratio':>9} {'CPU 95% CI':>15} {'tool CPU s/s':>12} {'stop s/s':>9}  ticks")
     for m in measurers:
         tally = tallies[m.name]
-        d = describe(tally.ratios)
-        cpu, stop = tally.cpu_s / tally.wall_s, tally.stop_s / tally.wall_s
-        ticks = ", ".join(sorted(getattr(m, "ticks_used", ["-"])))
-        print(f"{m.name:<18} {d['median']:>12.4f} {d['q1']:>8.4f}..{d['q3']:<7.4f} "
-              f"{d['ci'][0]:>9.4f}..{d['ci'][1]:<8.4f} {cpu:>9.5f} {stop:>9.5f}  {ticks}")
-        ours = m.name.startswith("ours_")
-        ratio_key, cpu_key, stop_key = (
-            ("overhead_ratio_", "recorder_cpu_s_per_s_", "recorder_stop_s_per_s_") if ours
-            else (f"{m.name}_ratio", f"{m.name}_cpu_s_per_s", f"{m.name}_stop_s_per_s"))
-        suffix = m.name.removeprefix("ours_") if ours else ""
-        keys[ratio_key + suffix] = f"{d['median']:.4f}"
-        keys[f"{ratio_key}{suffix}_ci95"] = f"{d['ci'][0]:.4f}..{d['ci'][1]:.4f}"
-        keys[cpu_key + suffix] = f"{cpu:.5f}"
-        keys[stop_key + suffix] = f"{stop:.5f}"
+        d, c = describe(tally.ratios), describe(tally.cpu_ratios)
+        cpu, stop = tally.tool_cpu_s / tally.wall_s, tally.stop_s / tally.wall_s
+        print(f"{m.name:<19} {d['median']:>12.4f} {d['q1']:>7.4f}..{d['q3']:<6.4f} "
+              f"{d['ci'][0]:>8.4f}..{d['ci'][1]:<7.4f} {d['half']:>6.2%} {c['median']:>9.4f} "
+              f"{c['ci'][0]:>7.4f}..{c['ci'][1]:<6.4f} {cpu:>12.5f} {stop:>9.5f}  {m.ticks}")
+        ratio_key, stem = key_prefix(m.name)
+        keys[ratio_key] = f"{d['median']:.4f}"
+        keys[f"{ratio_key}_ci95"] = f"{d['ci'][0]:.4f}..{d['ci'][1]:.4f}"
+        keys[f"{ratio_key}_halfwidth"] = f"{d['half']:.4f}"
+        keys[stem.format("cpu_ratio")] = f"{c['median']:.4f}"
+        keys[stem.format("cpu_ratio") + "_ci95"] = f"{c['ci'][0]:.4f}..{c['ci'][1]:.4f}"
+        keys[stem.format("cpu_s_per_s")] = f"{cpu:.5f}"
+        keys[stem.format("stop_s_per_s")] = f"{stop:.5f}"
     for name, reason in unavailable.items():
-        print(f"{name:<18} cannot run here: {reason}")
+        print(f"{name:<19} cannot run here: {reason}")
         keys[f"{name}_ratio"] = "unavailable"
     for period, goal in GOALS.items():
-        d = describe(tallies[f"ours_p{period:g}"].ratios)
+        name = f"ours_p{period:g}"
+        if name not in tallies:
+            continue
+        d = describe(tallies[name].ratios)
         verdict = "met" if d["median"] <= goal else "NOT met"
-        certain = "" if d["ci"][1] <= goal or d["ci"][0] > goal else " (the CI straddles the goal: noise)"
+        certain = ("" if d["ci"][1] <= goal or d["ci"][0] > goal
+                   else " (the CI straddles the goal: not decided at this precision)")
         print(f"goal at {period:g} s: median ratio <= {goal}: {verdict}{certain}")
         keys[f"goal_met_p{period:g}"] = str(d["median"] <= goal).lower()
+    watched = watched_names(measurers)
+    widest = max(describe(tallies[name].ratios)["half"] for name in watched)
+    print(f"precision: the widest CI of {', '.join(watched)} is +-{widest:.2%} (goal +-{halfwidth:.2%}): "
+          f"{'met' if widest <= halfwidth else 'NOT met'}")
+    keys["precision_met"] = str(widest <= halfwidth).lower()
     return keys
+
+
+def chosen(args: argparse.Namespace, everything: dict[str, object]) -> tuple[list, dict[str, str]]:
+    """The measurers of this run, and why the others asked for cannot run here."""
+    if args.only:
+        names = args.only
+    elif args.ablation:
+        names = [n for n in everything if n not in DEFAULT or n == "ours_p0.01"]
+    else:
+        names = list(DEFAULT)
+    unknown = sorted(set(names) - set(everything))
+    if unknown:
+        raise SystemExit(f"error: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(everything)}")
+    measurers = [everything[n] for n in names if not isinstance(everything[n], str)]
+    return measurers, {n: everything[n] for n in names if isinstance(everything[n], str)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=80, help="rounds of paired blocks (default 80)")
+    parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the rounds (default 9)")
+    parser.add_argument("--halfwidth", type=float, default=0.0025,
+                        help="stop once every ours_* CI is this close to its median (default 0.0025)")
+    parser.add_argument("--rounds", type=int, help="this many rounds, whatever their precision")
     parser.add_argument("--iters", type=int, default=40, help="timed inferences per block (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:<i> or auto (default)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: every CPU this process may use)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--ablation", action="store_true", help="where the cost at 0.01 s goes (see the docstring)")
+    which.add_argument("--only", nargs="+", metavar="NAME", help="these configurations only")
     args = parser.parse_args()
 
+    started = time.monotonic()
     device = resolve_device(args.device)
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     loaded = load_model("resnet50")
     loaded.module.to(device)
     module, inputs = loaded, loaded.inputs(args.size, 1, device)
@@ -334,32 +482,26 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}")
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'no GPU used'}), "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
-    print(f"resnet50 at {args.size} px, batch 1; {args.rounds} rounds x {args.iters} inferences per block")
     print(f"our sensors: {', '.join(s.name for s in sensors)}; not opened: "
           + "; ".join(f"{k}: {v}" for k, v in sensors_missing.items()))
-
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
-        measurers = [OurRecorder(sensors, Path(folder), p, tick_source(device)) for p in PERIODS_S]
-        if tick_source(device) != "thread":
-            measurers.append(OurRecorder(sensors, Path(folder), 0.01, "thread", suffix="_thread"))
-        unavailable = {}
-        for name, opener in (("codecarbon", open_codecarbon), ("zeus", open_zeus)):
-            tool = opener()
-            if isinstance(tool, str):
-                unavailable[name] = tool
-            else:
-                measurers.append(tool)
+        measurers, unavailable = chosen(args, configurations(sensors, Path(folder), device))
+        print(f"resnet50 at {args.size} px, batch 1; blocks of {args.iters} inferences; "
+              f"configurations: {', '.join(m.name for m in measurers)}")
+        budget = args.minutes - (time.monotonic() - started) / 60
         with torch.inference_mode():
-            tallies, base_latencies = run_rounds(module, inputs, sync, measurers, args.rounds, args.iters)
+            tallies, base_latencies, why = run_rounds(module, inputs, sync, measurers, args.iters, args.rounds,
+                                                      budget, args.halfwidth)
     for sensor in sensors:
         sensor.close()
-
-    print(f"unmeasured mean latency per inference: median {np.median(base_latencies) * 1e3:.3f} ms "
-          f"over {len(base_latencies)} blocks")
+    minutes = (time.monotonic() - started) / 60
+    print(f"{len(base_latencies)} rounds in {minutes:.1f} min in all (stopped: {why}); unmeasured mean latency per "
+          f"inference: median {np.median(base_latencies) * 1e3:.3f} ms")
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}")
-    keys = report(tallies, measurers, unavailable)
-    keys["device"] = device.type
+    keys = report(tallies, measurers, unavailable, args.halfwidth)
+    keys.update(rounds=str(len(base_latencies)), minutes=f"{minutes:.1f}", threads=str(torch.get_num_threads()),
+                device=device.type)
     print(" ".join(f"{k}={v}" for k, v in keys.items()))
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -32,12 +34,26 @@ def test_overhead_tiny_run():
     for period in ("0.1", "0.01"):
         assert positive(keys[f"overhead_ratio_p{period}"])  # one round of 10 ms blocks: noise, not a measurement
         low, high = map(float, keys[f"overhead_ratio_p{period}_ci95"].split(".."))
-        assert low <= high
+        assert low <= high and float(keys[f"overhead_ratio_p{period}_halfwidth"]) == pytest.approx((high - low) / 2,
+                                                                                                  abs=1e-4)
+        assert positive(keys[f"recorder_cpu_ratio_p{period}"])
         assert 0 <= float(keys[f"recorder_cpu_s_per_s_p{period}"]) < 1
         assert keys[f"goal_met_p{period}"] in ("true", "false")
     assert ratio_or_unavailable(keys["codecarbon_ratio"])
     assert ratio_or_unavailable(keys["zeus_ratio"])
-    assert keys["device"] == "cpu"
+    assert keys["device"] == "cpu" and keys["rounds"] == "1" and keys["precision_met"] in ("true", "false")
+
+
+def test_overhead_ablation_varies_one_thing_at_a_time():
+    keys = run_script("overhead.py", "--rounds", "1", "--iters", "2", "--size", "8", "--device", "cpu", "--threads",
+                      "1", "--ablation")
+    for name in ("timer_ignored", "handler_empty", "thread_empty", "edges_only", "ticks_no_sensors",
+                 "estimate_only", "process_only"):
+        assert positive(keys[f"{name}_ratio"]), name
+    assert positive(keys["overhead_ratio_p0.01"]) and positive(keys["overhead_ratio_p0.01_thread"])
+    assert "overhead_ratio_p0.1" not in keys and "codecarbon_ratio" not in keys and keys["threads"] == "1"
+    # the timer and the empty handler start no thread: no CPU of a thread of their own
+    assert float(keys["timer_ignored_cpu_s_per_s"]) == float(keys["handler_empty_cpu_s_per_s"]) == 0
 
 
 def test_integration_accuracy_tiny_run():

@@ -92,9 +92,9 @@ def check_tree_after_kill(tree: Path) -> int:
             warnings.simplefilter("always", AnalysisWarning)
             study = load_study(tree)
         assert len(study.runs) == complete and set(study.runs["status"]) == {"complete"}
-        # the idle baseline may be refused when other work loaded the machine: a fact of the machine, not the tree
-        assert all("incomplete run" in str(w.message) or "machine was busy" in str(w.message) for w in caught), \
-            [str(w.message) for w in caught]
+        # other work on the machine may refuse the idle baseline or load a window: facts of the machine, not the tree
+        facts = ("incomplete run", "machine was busy", "other processes kept")
+        assert all(any(fact in str(w.message) for fact in facts) for w in caught), [str(w.message) for w in caught]
     return complete
 
 

@@ -36,3 +36,10 @@ def test_test_runs_the_notebooks_under_nbval_in_the_quick_profile():
     assert commands[0] == ".venv/bin/python -m pytest tests"
     assert commands[1].startswith("STUDY_PROFILE=quick .venv/bin/python -m pytest --nbval-lax --nbval-current-env "
                                   "--nbval-sanitize-with notebooks/sanitize.cfg notebooks")
+
+
+def test_bench_installs_the_peers_and_runs_the_overhead_benchmark():
+    done = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "--no-print-directory", "bench"], capture_output=True,
+                          text=True, check=True)
+    assert ".venv/bin/python -m pip install --quiet -e '.[dev,bench]'" in done.stdout.splitlines()
+    assert planned("bench", "BENCH_ARGS=--ablation") == [".venv/bin/python benchmarks/overhead.py --ablation"]

@@ -1,10 +1,8 @@
 """Estimated CPU power where RAPL cannot be read: TDP x load.  Not a measurement.
 
-Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w``, ``load``
-and ``energy_j``:
+Domain ``cpu_estimated`` (source ``estimated``), channels ``power_w`` and ``load``:
 
     power_w = tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * load)
-    energy_j += power_w * (CPU seconds elapsed since the previous read / logical CPUs)
 
 - ``load``: machine-wide CPU utilisation, 0..1, since the previous read (since
   the sensor opened for the first): busy / total CPU time from
@@ -17,13 +15,6 @@ and ``energy_j``:
   repeats the previous values (see ``procstat``).  This holds for the
   recorder's background ticks (``capture_tick``); its window edges, like
   ``read()``, always read the counters.
-- ``energy_j``: the model's energy since the sensor opened, a cumulative
-  counter: each decoded reading adds its interval's power times the
-  interval's length (the machine's CPU seconds, summed over its CPUs, over
-  the logical CPUs: the wall time the counters saw). Its difference between
-  two readings is the exact integral of the model over that stretch,
-  whatever the readings in between, so the analysis integrates the estimate
-  as it does a counter, from the window's edges.
 - ``IDLE_FRACTION`` = 0.3: a package draws a sizeable share of its TDP even
   idle.  The linear idle-to-busy model is Fan, Weber and Barroso's ("Power
   provisioning for a warehouse-sized computer", ISCA 2007); 0.3 is a round
@@ -54,13 +45,12 @@ from .procstat import MIN_INTERVAL_S, ProcStatTimes, busy_total
 
 NAME = "estimate"
 DOMAIN = "cpu_estimated"
-CHANNELS = (f"{DOMAIN}.power_w", f"{DOMAIN}.load", f"{DOMAIN}.energy_j")
+CHANNELS = (f"{DOMAIN}.power_w", f"{DOMAIN}.load")
 IDLE_FRACTION = 0.3
 W_PER_LOGICAL_CPU = 4.0
 DEFAULT_TDP_CAP_W = 500.0
 TDP_ENV = "MEASURE_CPU_TDP_W"
-MODEL = ("power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the "
-         "previous read; energy_j = the sum of power_w * total CPU time / logical CPUs over the reads")
+MODEL = "power_w = tdp_w * (idle_fraction + (1 - idle_fraction) * load); load = busy / total CPU time since the previous read"
 
 
 class CpuEstimate(Sensor):
@@ -68,10 +58,8 @@ class CpuEstimate(Sensor):
 
     name = NAME
 
-    def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, logical_cpus: int,
-                 min_interval_s: float = MIN_INTERVAL_S):
+    def __init__(self, tdp_w: float, tdp_source: str, cpu_times: Callable, min_interval_s: float = MIN_INTERVAL_S):
         self.tdp_w = tdp_w
-        self.logical_cpus = logical_cpus
         self.min_interval_s = min_interval_s
         self._read_at = time.monotonic()
         self._cpu_times = cpu_times
@@ -79,9 +67,9 @@ class CpuEstimate(Sensor):
         self._capture = getattr(cpu_times, "raw", cpu_times)
         self._parse = getattr(cpu_times, "parse", lambda times: times)
         self._last = busy_total(cpu_times())
-        self._values: dict[str, float | None] = {**dict.fromkeys(CHANNELS), CHANNELS[2]: 0.0}
+        self._values: dict[str, float | None] = dict.fromkeys(CHANNELS)
         details = {"tdp_w": tdp_w, "tdp_source": tdp_source, "idle_fraction": IDLE_FRACTION, "model": MODEL,
-                   "logical_cpus": logical_cpus, "min_interval_s": min_interval_s}
+                   "min_interval_s": min_interval_s}
         self.domains = (Domain(DOMAIN, NAME, ESTIMATED, CHANNELS, details=details),)
         self.channels = CHANNELS
 
@@ -100,8 +88,7 @@ class CpuEstimate(Sensor):
         return self.capture()
 
     def decode(self, raw) -> dict[str, float | None]:
-        """Load and power since the previous decoded reading, and the energy counter; the previous values for
-        ``None``. Readings must be decoded in the order they were captured."""
+        """Load and power since the previous decoded reading; the previous values for ``None``."""
         if raw is None:
             return dict(self._values)
         busy, total = busy_total(self._parse(raw))
@@ -110,8 +97,7 @@ class CpuEstimate(Sensor):
             # clamped: /proc/stat's iowait may go backwards
             load = min(max((busy - self._last[0]) / d_total, 0.0), 1.0)
             power_w = self.tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * load)
-            energy_j = self._values[CHANNELS[2]] + power_w * d_total / self.logical_cpus
-            self._values = {CHANNELS[0]: power_w, CHANNELS[1]: load, CHANNELS[2]: energy_j}
+            self._values = {CHANNELS[0]: power_w, CHANNELS[1]: load}
             self._last = busy, total
         return dict(self._values)
 
@@ -130,13 +116,13 @@ def probe(
 ) -> CpuEstimate | Unavailable:
     """Open the estimate; raises ValueError for a TDP that is not a positive number.
 
-    ``cpu_times`` replaces ``ProcStatTimes`` and ``logical_cpus`` the machine's count (tests)."""
-    cpus = logical_cpus or psutil.cpu_count(logical=True) or 1
+    ``cpu_times`` replaces ``ProcStatTimes`` (tests)."""
     if tdp_w is not None:
         source = "argument"
     elif os.environ.get(TDP_ENV):
         tdp_w, source = os.environ[TDP_ENV], f"environment variable {TDP_ENV}"
     else:
+        cpus = logical_cpus or psutil.cpu_count(logical=True) or 1
         tdp_w = min(W_PER_LOGICAL_CPU * cpus, DEFAULT_TDP_CAP_W)
         source = f"default: {W_PER_LOGICAL_CPU:g} W x {cpus} logical CPUs, capped at {DEFAULT_TDP_CAP_W:g} W"
     try:
@@ -146,6 +132,6 @@ def probe(
     if not (math.isfinite(tdp) and tdp > 0):
         raise ValueError(f"CPU TDP must be a positive number of watts, got {tdp_w!r} ({source})")
     try:
-        return CpuEstimate(tdp, source, cpu_times or ProcStatTimes(), cpus, min_interval_s)
+        return CpuEstimate(tdp, source, cpu_times or ProcStatTimes(), min_interval_s)
     except (psutil.Error, OSError) as err:
         return Unavailable(NAME, f"cannot read machine CPU times: {err}")
