@@ -89,13 +89,12 @@ def _run_named(message: str, folders: dict[str, int]) -> int | None:
 
 def combine(parts: list[Reductions]) -> Reductions:
     """Several ``Reductions`` as one (rows and phases in the order given, windows by run id)."""
-    rows = [p.rows for p in parts if len(p.rows)]
     windows = [p.windows for p in parts if len(p.windows)]
     windows = pd.concat(windows).sort_index() if windows else pd.DataFrame(columns=WINDOW_COLUMNS)
     gpu = windows["gpu_domain"].astype(object)
     windows["gpu_domain"] = gpu.where(gpu.notna(), None)  # as one frame of runs with and without gives it
-    phase_rows = concat_rows([p.phases for p in parts if len(p.phases)], phases.PHASE_COLUMNS)
-    return Reductions(concat_rows(rows), windows, phase_rows,
+    return Reductions(concat_rows([p.rows for p in parts]), windows,
+                      concat_rows([p.phases for p in parts], phases.PHASE_COLUMNS),
                       {run: m for p in parts for run, m in p.messages.items()}, [m for p in parts for m in p.loose])
 
 
