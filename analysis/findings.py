@@ -7,7 +7,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .metadata import cpu_domain, energy_domains, joined
 from .tables import Study
@@ -204,6 +203,8 @@ def spearman_pair(runs: pd.DataFrame, x: str, y: str) -> dict:
     both = runs[[x, y]].dropna()
     if len(both) < 3 or both[x].nunique() < 2 or both[y].nunique() < 2:
         return {"rho": np.nan, "p": np.nan, "n": len(both)}
+    from scipy import stats  # on first use: importing the package stays light
+
     rho, p = stats.spearmanr(both[x], both[y])
     return {"rho": float(rho), "p": float(p), "n": len(both)}
 

@@ -13,6 +13,7 @@ NaN with the reason.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,29 +26,50 @@ BUSY_LOAD = 0.10  # machine-wide CPU load (fraction of all logical CPUs) above w
 COLUMNS = ["run_id", "domain", "idle_power_w", "note"]
 
 
-def baselines(info: pd.DataFrame) -> pd.DataFrame:
-    """Idle power per (run id, sensor domain) of the runs of ``info``: ``COLUMNS`` (note: why NaN)."""
-    parts, recordings = [], {}
+def baselines(info: pd.DataFrame,
+              power_of: Callable[[Path, dict], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Idle power per (run id, sensor domain) of the runs of ``info``: ``COLUMNS`` (note: why NaN), in run order.
+
+    Each idle recording is read once, by ``power_of(path, sensors)`` (default:
+    its mean power per energy domain, ``domain, idle_power_w, note``; the
+    cache passes its own), with the sensors of the first run that names it.
+    """
+    power_of = power_of or recording_power
+    baselines, owners, index = [], [], {}  # each distinct baseline, the runs it belongs to
     for run_id, idle, sensors, tree in zip(info.index, info["idle"], info["sensors"], info["tree"]):
         idle = idle or {}
         if idle.get("recording"):
-            path = Path(tree) / idle["recording"]
-            if path not in recordings:
-                recordings[path] = _recording_power(path, sensors)
-            parts.append(recordings[path].assign(run_id=run_id))
+            key = (tree, idle["recording"])
+            if key not in index:
+                index[key] = len(baselines)
+                baselines.append(power_of(Path(tree) / idle["recording"], sensors))
+                owners.append([])
         elif idle.get("given_w"):
-            parts.append(_given(idle["given_w"], sensors).assign(run_id=run_id))
-    if not parts:
+            key = (id(idle["given_w"]), id(sensors))  # equal mappings of a tree are one object (readers)
+            if key not in index:
+                index[key] = len(baselines)
+                baselines.append(_given(idle["given_w"], sensors))
+                owners.append([])
+        else:
+            continue
+        owners[index[key]].append(run_id)
+    if not sum(len(b) for b in baselines):
         return pd.DataFrame(columns=COLUMNS)
-    table = pd.concat(parts, ignore_index=True)[COLUMNS]
+    whole = pd.concat(baselines, ignore_index=True)
+    starts = np.cumsum([0] + [len(b) for b in baselines[:-1]])
+    take = np.concatenate([np.tile(np.arange(s, s + len(b)), len(o)) for s, b, o in zip(starts, baselines, owners)])
+    run_ids = np.concatenate([np.repeat(o, len(b)) for b, o in zip(baselines, owners)])
+    order = np.argsort(run_ids, kind="stable")
+    table = whole.iloc[take[order]].reset_index(drop=True).assign(run_id=run_ids[order])[COLUMNS]
     given = info.loc[table["run_id"], "idle"].map(lambda idle: not (idle or {}).get("recording")).to_numpy()
     for note, runs in table[given & table["note"].notna().to_numpy()].groupby("note")["run_id"]:
         warn(f"{info.at[runs.iloc[0], 'path']} and {runs.nunique() - 1} other run(s): {note}")
     return table
 
 
-def _recording_power(path: Path, sensors: dict) -> pd.DataFrame:
-    """Mean power of every energy domain of one idle recording, NaN for all when it was not idle."""
+def recording_power(path: Path, sensors: dict) -> pd.DataFrame:
+    """Mean power of every energy domain of one idle recording, NaN for all when it was not idle. A recording
+    that other work shared is warned about as a run's window is (``reduce.warn_other_load``)."""
     info = pd.DataFrame({"path": [path.parent], "sensors": [sensors]})
     frame = next(ours.frames([(0, path)]), None)
     if frame is None:
@@ -55,6 +77,7 @@ def _recording_power(path: Path, sensors: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=["domain", "idle_power_w", "note"])
     load = _machine_load(frame, (sensors.get("host") or {}).get("logical_cpus"))
     rows, windows = reduce.samples(frame, info)
+    reduce.warn_other_load(rows, info["path"])
     energy = rows[rows["quantity"] == "energy_j"]
     power = energy["value"].to_numpy() / windows["window_s"].iloc[0]
     note = energy["note"].to_numpy()

@@ -12,6 +12,11 @@ from the domain's power readings (method ``trapezoid (counter did not resolve
 the window)``, the note says why) or is NaN, never 0 J. With a counter at both
 edges of both phases, prefill + decode is the window's energy exactly.
 
+Where: ``samples`` (each phase's energies per sensor domain) and ``clock``
+(the token timings) run with a chunk of runs (``analysis.chunks``: in a worker
+process, their rows kept in the cache); ``quantities`` sums the phases into
+reported domains and derives the energy figures when the tables are assembled.
+
 The figures of a run of batch ``B``, prompt ``N`` tokens and ``M`` new tokens
 (long rows of ``Study.quantities``; ``ENERGY_QUANTITIES`` per energy domain,
 ``CLOCK_QUANTITIES`` in the ``clock`` domain, from ``tokens.csv``):
@@ -51,7 +56,7 @@ QUANTITIES = (*ENERGY_QUANTITIES, *CLOCK_QUANTITIES)
 # what a table to read shows of a generation study (export.headline's clock and energy quantities)
 HEADLINE_CLOCK = ("ttft_s", "itl_median_s")
 HEADLINE_ENERGY = ("energy_per_output_token_j", "prefill_energy_per_token_j", "decode_energy_per_token_j")
-PHASE_COLUMNS = ["run_id", "phase", "domain", "quantity", "value", "source", "method", "note"]
+PHASE_COLUMNS = ["run_id", "phase", "domain", "quantity", "value", "unit", "source", "method", "note"]
 
 
 def phased(info: pd.DataFrame) -> pd.Series:
@@ -66,10 +71,11 @@ def generating(study) -> bool:
 
 def samples(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
     """The energy of each phase of the generation runs in one wide sample ``frame`` (``reduce.samples``'s
-    input), per reported domain: ``PHASE_COLUMNS`` rows of ``energy_j``, ``window_s`` (the phase's seconds)
-    and ``gap_samples``. A run whose samples do not delimit its phases (not one ``split`` between each two,
-    no ``start`` or ``end``) gets one row per phase with domain None, value NaN and the reason, and a
-    warning. Empty for a frame without generation runs."""
+    input), per sensor domain: ``PHASE_COLUMNS`` rows of ``energy_j``, ``window_s`` (the phase's seconds)
+    and ``gap_samples`` (``quantities`` sums them into reported domains, as a window's). A run whose samples
+    do not delimit its phases (not one ``split`` between each two, no ``start`` or ``end``) gets one row per
+    phase with domain None, value NaN and the reason, and a warning. Empty for a frame without generation
+    runs."""
     runs = frame["run"].unique()
     runs = runs[phased(info.loc[runs]).to_numpy()]
     if not len(runs):
@@ -87,7 +93,8 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
                    f"{', '.join(marks[edges]) or 'none'} where {', '.join(expected)} were expected")
             warn(f"{info.at[run_id, 'path']}: {why}; its phase energies left NaN")
             undelimited += [{"run_id": run_id, "phase": phase, "domain": None, "quantity": "energy_j",
-                             "value": np.nan, "source": None, "method": None, "note": why} for phase in phases]
+                             "value": np.nan, "unit": "J", "source": None, "method": None, "note": why}
+                            for phase in phases]
             continue
         for phase, first, last in zip(phases, edges[:-1], edges[1:]):
             piece = run.iloc[first:last + 1].copy()
@@ -96,44 +103,73 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
             parts.append(piece)
             pieces.append({"run_id": run_id, "phase": phase, "path": f"{info.at[run_id, 'path']} ({phase} phase)",
                            **{c: info.at[run_id, c] for c in ("sensors", "gpu_domain", "device")}})
-    rows = [pd.DataFrame(undelimited, columns=PHASE_COLUMNS)]
+    rows = [pd.DataFrame(undelimited, columns=PHASE_COLUMNS)] if undelimited else []
     if parts:
         rows.append(_reduced(pd.concat(parts, ignore_index=True), pd.DataFrame(pieces)))
     return pd.concat(rows, ignore_index=True)
 
 
 def _reduced(frame: pd.DataFrame, pieces: pd.DataFrame) -> pd.DataFrame:
-    """``reduce.samples`` of the phases (each one a run of ``frame``, described by ``pieces``), summed into
-    reported domains like a window's energies, as ``PHASE_COLUMNS`` rows."""
-    from .tables import _reported, combine_domains  # tables calls this module: imported when used
-
+    """``reduce.samples`` of the phases (each one a run of ``frame``, described by ``pieces``) as
+    ``PHASE_COLUMNS`` rows of each phase's energy, seconds and gaps per sensor domain."""
     frame["mark"] = pd.Categorical(frame["mark"], categories=list(readers.ours.MARKS))
     rows, _ = reduce.samples(frame, pieces)
     rows = rows[rows["quantity"].isin(["energy_j", "gap_samples", "window_s"])]
-    rows = rows.assign(domain=_reported(rows["run_id"], rows["domain"], pieces["gpu_domain"]))
+    piece = rows["run_id"].to_numpy()
+    rows = rows.assign(run_id=pieces["run_id"].to_numpy()[piece], phase=pieces["phase"].to_numpy()[piece])
+    return rows[PHASE_COLUMNS]
+
+
+def _combined(phase_rows: pd.DataFrame, gpu_domain: pd.Series) -> pd.DataFrame:
+    """``samples``' rows with each phase's sensor domains summed into reported domains, as a window's are
+    (``tables.combine_domains``; ``gpu_domain``: the GPU each run id ran on, reported as ``gpu``)."""
+    from .tables import _reported, combine_domains  # tables calls this module: imported when used
+
+    undelimited = phase_rows[phase_rows["domain"].isna()]
+    delimited = phase_rows[phase_rows["domain"].notna()]
+    if delimited.empty:
+        return undelimited
+    piece, pieces = pd.factorize(pd.MultiIndex.from_arrays(
+        [delimited["run_id"].to_numpy(), delimited["phase"].to_numpy(dtype=object)]))
+    run_of, phase_of = pieces.get_level_values(0).to_numpy(), pieces.get_level_values(1).to_numpy()
+    rows = delimited.assign(run_id=piece)
+    rows = rows.assign(domain=_reported(rows["run_id"], rows["domain"],
+                                        pd.Series(gpu_domain.reindex(run_of).to_numpy())))
     combined = combine_domains(rows)
-    combined["phase"] = pieces["phase"].to_numpy()[combined["run_id"].to_numpy()]
-    combined["run_id"] = pieces["run_id"].to_numpy()[combined["run_id"].to_numpy()]
-    return combined[PHASE_COLUMNS]
+    at = combined["run_id"].to_numpy()
+    combined = combined.assign(run_id=run_of[at], phase=phase_of[at])
+    return pd.concat([undelimited, combined], ignore_index=True) if len(undelimited) else combined
 
 
 def quantities(window_rows: pd.DataFrame, phase_rows: pd.DataFrame, runs: pd.DataFrame,
                info: pd.DataFrame) -> pd.DataFrame:
-    """The generation figures (``QUANTITIES``, the module's docstring) of the runs of ``runs`` that name
+    """The energy figures (``ENERGY_QUANTITIES``, the module's docstring) of the runs of ``runs`` that name
     phases, as long rows (``run_id, domain, quantity, value, unit, source, method, note``).
 
     ``window_rows``: the study's quantities so far (their ``energy_j`` per
     reported domain is the window's); ``phase_rows``: ``samples``' rows;
     ``runs``: the runs table (``batch_size``, ``input_size``, ``new_tokens``,
-    ``window_complete``); ``info``: the readers' records (for ``tokens.csv``).
-    A figure that cannot be computed is NaN with the reason in ``note``.
+    ``window_complete``, ``gpu_domain``); ``info``: the readers' records. A
+    figure that cannot be computed is NaN with the reason in ``note``. The
+    ``CLOCK_QUANTITIES`` are read with each run's samples (``clock``).
     """
     generation = runs[phased(info.loc[runs["run_id"]]).to_numpy()].set_index("run_id")
     if generation.empty:
         return pd.DataFrame(columns=[*reduce.ROW_COLUMNS[:5], "source", "method", "note"])
-    energy = _energy_rows(window_rows, phase_rows, generation)
-    clock = _clock_rows(readers.tokens(info.loc[generation.index]), generation, info["path"])
-    return pd.concat([energy, clock], ignore_index=True)
+    mine = phase_rows[phase_rows["run_id"].isin(generation.index)].astype(  # labels as text, not categories
+        {c: object for c in PHASE_COLUMNS if c not in ("run_id", "value")})
+    return _energy_rows(window_rows, _combined(mine, generation["gpu_domain"]), generation)
+
+
+def clock(info: pd.DataFrame) -> pd.DataFrame:
+    """The ``CLOCK_QUANTITIES`` of the runs of ``info`` (the readers' records) that name phases, from their
+    ``tokens.csv``, as long rows (``reduce.ROW_COLUMNS``, domain ``clock``); NaN with the reason for a run
+    without token timings, and a warning for a file missing, unreadable or holding another number of tokens
+    than the run's ``new_tokens``. Empty when no run names phases."""
+    generation = info[phased(info).to_numpy()]
+    if generation.empty:
+        return pd.DataFrame(columns=reduce.ROW_COLUMNS)
+    return _clock_rows(readers.tokens(generation), generation, info["path"])
 
 
 def _energy_rows(window_rows: pd.DataFrame, phase_rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

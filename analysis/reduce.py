@@ -104,15 +104,14 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
                 stat = pd.Series(inside[f"{domain}.{metric}"].to_numpy()).groupby(wcode).agg(how)
                 parts.append(_rows(ids, domain, quantity, stat.reindex(range(n)).to_numpy(), unit, source,
                                    f"{how} over the window"))
-    parts += _other_load(inside, wcode, ids, spans, sensors, paths)
+    parts += _other_load(inside, wcode, ids, spans, sensors)
     for i in np.flatnonzero(~(win.has_start & win.has_end)):
         lacking = " and ".join(m for m, has in (("start", win.has_start[i]), ("end", win.has_end[i])) if not has)
         warn(f"{paths[i]}: no '{lacking}' sample, the window is incomplete; energies over the "
              f"{win.t_end[i] - win.t_start[i]:g} s recorded, energies per inference left NaN")
     windows = pd.DataFrame({"window_s": window_s, "window_complete": win.has_start & win.has_end,
                             "gpu_domain": _gpu_of_process(inside, wcode, info.loc[ids])}, index=ids)
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)
-    return rows, windows
+    return _frame(parts), windows
 
 
 def _counter(domain, values, power, run, t, segment, about, n, paths, window_s, work):
@@ -210,41 +209,63 @@ def _gpu_of_process(frame: pd.DataFrame, run: np.ndarray, info: pd.DataFrame) ->
     return found
 
 
-def _other_load(inside: pd.DataFrame, run: np.ndarray, ids, window_s: np.ndarray, sensors: list,
-                paths: list) -> list[pd.DataFrame]:
+def _other_load(inside: pd.DataFrame, run: np.ndarray, ids, window_s: np.ndarray,
+                sensors: list) -> list[dict[str, np.ndarray]]:
     """The share of the machine's CPUs that other work kept busy during each window (domain ``host``,
-    quantity ``other_cpu_load``): (machine-wide busy CPU seconds − this process tree's) / (window × logical
-    CPUs), from the ``host.busy_cpu_s`` and ``process.cpu_s`` counters at the window's edges. A window where
-    it reaches ``OTHER_LOAD_WARNING`` is warned about, in one warning for all such windows of the frame: their
-    energies include other work's (the CPU estimate's above all), and their latencies may be slowed by it."""
+    quantity ``other_cpu_load``, a ``_rows`` block): (machine-wide busy CPU seconds − this process tree's) /
+    (window × logical CPUs), from the ``host.busy_cpu_s`` and ``process.cpu_s`` counters at the window's
+    edges; none without those counters. ``warn_other_load`` warns about the windows where it is high."""
     if "host.busy_cpu_s" not in inside or "process.cpu_s" not in inside or not len(run):
         return []
-    n = len(ids)
     first, last = en.run_edges(run)
-    present = np.zeros(n, dtype=bool)
-    present[run[first]] = True
     busy, own = inside["host.busy_cpu_s"].to_numpy(dtype=float), inside["process.cpu_s"].to_numpy(dtype=float)
     cpus = np.array([(s.get("host") or {}).get("logical_cpus") or np.nan for s in sensors], dtype=float)
-    other = np.full(n, np.nan)
+    other = np.full(len(ids), np.nan)
     at = run[first]
     other[at] = ((busy[last] - busy[first]) - (own[last] - own[first])) / (window_s[at] * cpus[at])
     other = np.clip(other, 0.0, 1.0)  # the two counters tick at different resolutions
-    busy = np.flatnonzero(other >= OTHER_LOAD_WARNING)
-    if len(busy) == 1:
-        warn(f"{paths[busy[0]]}: other processes kept {other[busy[0]]:.0%} of the machine's CPUs busy during the "
-             "window; its energies include their work (an estimated CPU energy above all) and its latencies may be "
-             "slowed")
-    elif len(busy):
-        warn(f"{paths[busy[0]]} and {len(busy) - 1} other run(s): other processes kept {other[busy].min():.0%} to "
-             f"{other[busy].max():.0%} of the machine's CPUs busy during their windows; their energies include that "
-             "work (an estimated CPU energy above all) and their latencies may be slowed")
     return [_rows(ids, "host", "other_cpu_load", other, "fraction of CPUs", "measured",
                   "busy CPU time of the machine minus this process tree's, at the window's edges")]
 
 
-def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> pd.DataFrame:
-    return pd.DataFrame({"run_id": ids, "domain": domain, "quantity": quantity, "value": values, "unit": unit,
-                         "source": source, "method": method, "note": notes if notes is not None else None})
+def warn_other_load(rows: pd.DataFrame, paths: pd.Series) -> None:
+    """One warning for every window of ``rows`` (long rows, ``ROW_COLUMNS``) whose ``other_cpu_load`` reaches
+    ``OTHER_LOAD_WARNING``, naming the first such run's folder (``paths``: run id -> folder), how many others
+    and the range: their energies include other work's (the CPU estimate's above all), and their latencies may
+    be slowed by it. Said at once for all the runs of a load, whether just read or from the cache."""
+    load = rows[(rows["domain"] == "host") & (rows["quantity"] == "other_cpu_load")]
+    busy = load[load["value"].to_numpy(dtype=float) >= OTHER_LOAD_WARNING].sort_values("run_id", kind="stable")
+    if busy.empty:
+        return
+    first, share = paths[busy["run_id"].iloc[0]], busy["value"].to_numpy(dtype=float)
+    if len(busy) == 1:
+        warn(f"{first}: other processes kept {share[0]:.0%} of the machine's CPUs busy during the window; its "
+             "energies include their work (an estimated CPU energy above all) and its latencies may be slowed")
+    else:
+        warn(f"{first} and {len(busy) - 1} other run(s): other processes kept {share.min():.0%} to "
+             f"{share.max():.0%} of the machine's CPUs busy during their windows; their energies include that "
+             "work (an estimated CPU energy above all) and their latencies may be slowed")
+
+
+def _rows(ids, domain, quantity, values, unit, source, method, notes=None) -> dict[str, np.ndarray]:
+    """One block of long rows, one per run of ``ids``: ``ROW_COLUMNS`` as arrays (a label given once is every
+    row's). ``_frame`` makes one DataFrame of the blocks: a DataFrame per block costs more than its rows."""
+    n = len(ids)
+    labels = {"domain": domain, "quantity": quantity, "unit": unit, "source": source, "method": method,
+              "note": notes}
+    block = {name: np.full(n, v, dtype=object) if v is None or isinstance(v, str) else np.asarray(v, dtype=object)
+             for name, v in labels.items()}
+    return {**block, "run_id": np.asarray(ids), "value": np.asarray(values, dtype=float)}
+
+
+def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Blocks of ``_rows`` as one DataFrame of ``ROW_COLUMNS`` (``note``: objects, None where there is none)."""
+    if not blocks:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    columns = {name: np.concatenate([b[name] for b in blocks]) for name in ROW_COLUMNS}
+    frame = pd.DataFrame({name: columns[name] for name in ROW_COLUMNS if name != "note"})
+    frame["note"] = pd.Series(columns["note"], dtype=object)
+    return frame
 
 
 def _in_time_order(frame: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
@@ -281,10 +302,14 @@ def latencies(values: pd.Series, run_ids: pd.Index) -> pd.DataFrame:
     """Per-run latency statistics as long rows (domain ``clock``): median, p90, p99 and mean, and the
     number of latencies read (``latency_count``), from every latency indexed by run id."""
     groups = values.groupby(level=0)
-    stats = {name: groups.quantile(q) for name, q in LATENCY_STATS.items()}
+    if len(values):  # the three quantiles in one pass over each run's sorted latencies
+        quantiles = groups.quantile(list(LATENCY_STATS.values())).unstack()
+        stats = {name: quantiles[q] for name, q in LATENCY_STATS.items()}
+    else:
+        stats = {name: pd.Series(dtype=float) for name in LATENCY_STATS}
     stats["latency_mean_s"] = groups.mean()
     parts = [_rows(run_ids, "clock", name, stat.reindex(run_ids).to_numpy(), "s", "measured", "perf_counter")
              for name, stat in stats.items()]
     parts.append(_rows(run_ids, "clock", "latency_count", groups.size().reindex(run_ids, fill_value=0)
                        .to_numpy(dtype=float), "inferences", "measured", "perf_counter"))
-    return pd.concat(parts, ignore_index=True)
+    return _frame(parts)

@@ -14,12 +14,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .problems import warn
 from .tables import Study
 
 MIN_RUNS_FOR_CI = 5
+BOOTSTRAP_BLOCK = 4096  # columns whose medians are sorted at once
 # per-run diagnostics, summarised only when asked for by name
 DIAGNOSTICS = ("gap_samples", "latency_count")
 SUMMARY_COLUMNS = ["domain", "quantity", "n", "median", "iqr", "ci_low", "ci_high", "ci_reliable", "unit", "source",
@@ -42,24 +42,60 @@ def bootstrap_median_ci(values: np.ndarray, *, n_boot: int = 2000, confidence: f
     NaN are ignored (the median of a resample is that of its sound values).
     Resampling n of n values and sorting the drawn positions lets every column
     share one sorted index draw: the order statistics of a resample of a
-    sorted column are the column at the sorted positions.
+    sorted column are the column at the sorted positions. The median of a
+    resample is then the mean of the column at two of those positions, a pair
+    shared by every column with as many sound values; a column's ``n_boot``
+    medians are its values at the distinct pairs drawn, each counted as often
+    as it was drawn, and the percentiles of that multiset are those
+    ``np.quantile`` takes of the ``n_boot`` medians (linear interpolation).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     values = np.sort(np.asarray(values, dtype=float), axis=0)  # NaN last
     n, q = values.shape
     positions = np.sort(rng.integers(0, n, size=(n_boot, n)), axis=1)
-    distinct, column_of = np.unique((~np.isnan(values)).sum(axis=0), return_inverse=True)
-    k = (positions[:, :, None] < distinct).sum(axis=1)[:, column_of]  # sound values per resample and column
-    lo, hi = np.maximum((k - 1) // 2, 0), k // 2
-    take = np.take_along_axis
-    columns = np.arange(q)
-    medians = 0.5 * (values[take(positions, lo, axis=1), columns] + values[take(positions, hi, axis=1), columns])
-    medians[k == 0] = np.nan
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(medians, [alpha, 1 - alpha], axis=0)
-    for c in np.flatnonzero(np.isnan(low) & ~np.isnan(medians).all(axis=0)):  # resamples with no sound value
-        low[c], high[c] = np.quantile(medians[~np.isnan(medians[:, c]), c], [alpha, 1 - alpha])
-    return low, high
+    quantiles = np.array([alpha, 1 - alpha])
+    sound = (~np.isnan(values)).sum(axis=0)
+    bounds = np.full((2, q), np.nan)
+    draws = np.arange(n_boot)
+    for m in np.unique(sound[sound > 0]):
+        k = (positions < m).sum(axis=1)  # sound values in each resample
+        drawn = k > 0
+        if not drawn.any():  # no resample drew a sound value: NaN
+            continue
+        lo, hi = np.maximum((k - 1) // 2, 0), k // 2
+        pairs, counts = np.unique(positions[draws, lo][drawn] * n + positions[draws, hi][drawn], return_counts=True)
+        first, second = np.divmod(pairs, n)
+        columns = np.flatnonzero(sound == m)
+        for at in range(0, len(columns), BOOTSTRAP_BLOCK):
+            block = columns[at:at + BOOTSTRAP_BLOCK]
+            bounds[:, block] = _weighted_quantiles(0.5 * (values[first][:, block] + values[second][:, block]),
+                                                   counts, quantiles)
+    return bounds[0], bounds[1]
+
+
+def _weighted_quantiles(medians: np.ndarray, counts: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``np.quantile`` (linear) along axis 0 of the multiset where row ``i`` of ``medians`` (pairs x columns)
+    appears ``counts[i]`` times; one row per quantile."""
+    total = int(counts.sum())
+    order = np.argsort(medians, axis=0, kind="stable")
+    ranked = np.take_along_axis(medians, order, axis=0)
+    ends = np.cumsum(counts[order], axis=0)  # the multiset's rank after each sorted value, per column
+    columns = np.arange(medians.shape[1])
+
+    def at_rank(rank: int) -> np.ndarray:
+        return ranked[(ends <= rank).sum(axis=0), columns]
+
+    out = np.empty((len(quantiles), medians.shape[1]))
+    for j, virtual in enumerate((total - 1) * quantiles):  # as np.quantile's "linear" method
+        if virtual >= total - 1:
+            out[j] = at_rank(total - 1)
+            continue
+        previous = int(np.floor(virtual))
+        gamma = virtual - previous
+        a, b = at_rank(previous), at_rank(previous + 1)
+        out[j] = b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma
+    return out
 
 
 def bootstrap_ratio_ci(values: np.ndarray, baseline: np.ndarray, *, paired: bool = False, n_boot: int = 2000,
@@ -76,6 +112,8 @@ def bootstrap_ratio_ci(values: np.ndarray, baseline: np.ndarray, *, paired: bool
     side has fewer than two values; raises ``ValueError`` for paired arrays of
     different lengths.
     """
+    from scipy import stats  # imported on first use: it costs a fifth of the package's import (memory and time)
+
     values, baseline = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
     if paired and len(values) != len(baseline):
         raise ValueError(f"paired bootstrap of {len(values)} and {len(baseline)} values: the lengths must agree")
@@ -105,7 +143,9 @@ def summarize(study: Study, by: Sequence[str] | None = None, *, quantities: Sequ
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}: not a column of the runs "
                          f"(dimensions: {', '.join(study.dimensions)})")
-    rows = study.quantities
+    rows = study.quantities  # only the columns needed: a copy of every identity column costs as much as the rest
+    rows = rows[[c for c in dict.fromkeys(["run_id", *by, "domain", "quantity", "value", "unit", "source", "method"])
+                 if c in rows]]
     rows = rows[rows["quantity"].isin(quantities)] if quantities is not None else \
         rows[~rows["quantity"].isin(DIAGNOSTICS)]
     if not set(by) <= set(rows.columns):
@@ -158,6 +198,8 @@ def spearman(study: Study | pd.DataFrame, columns: list[str] | None = None) -> t
     SM utilisation and memory peaks. Constant or all-NaN columns are dropped
     with an ``AnalysisWarning``.
     """
+    from scipy import stats
+
     runs = study.wide() if isinstance(study, Study) else study
     if columns is None:
         energies = [c for c in runs.columns if c.endswith("_energy_per_inference_j") and "_dynamic_" not in c]

@@ -21,8 +21,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import idle, phases, readers, reduce
-from .problems import NoUsableRuns, warn
+from . import chunks, idle, parallel, phases, readers, reduce
+from .cache import Cache
+from .problems import NoUsableRuns, reissue, warn
 
 # quantities derived per (run, energy domain), with their units
 ENERGY_QUANTITIES = {
@@ -33,6 +34,7 @@ ENERGY_QUANTITIES = {
 RUN_CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup",
                  "period_s", "window_s", "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 LONG_COLUMNS = ["domain", "quantity", "value", "unit", "source", "method", "note"]
+LABELS = chunks.LABELS  # categories in the quantities table
 
 
 @dataclass(eq=False)
@@ -118,40 +120,60 @@ def wide_name(domain: str, quantity: str) -> str:
 
 
 def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] | None = None, *,
-               model: str | None = None, include_incomplete: bool = False) -> Study:
+               model: str | None = None, include_incomplete: bool = False, cache: bool = True,
+               workers: int | None = None, progress: bool = True) -> Study:
     """Read every run under ``paths`` (a tree, a folder of trees, or a list of them) into a ``Study``.
 
     Only ``complete`` runs are kept unless ``include_incomplete`` (their
     ``status`` column says what they are). ``labels`` names the trees (default:
     each tree's folder name); ``model`` names the model of AIPowerMeter runs
-    (default: a folder name from their path). Problems in the input are
-    ``AnalysisWarning``s naming the file; raises ``NoUsableRuns`` when no run is
-    left.
+    (default: a folder name from their path). ``cache``: keep what reading each
+    complete run gave, and read it back while the run's files are unchanged
+    (``analysis.cache``; False: read every run, keep nothing). ``workers``: the
+    processes that read the runs not in the cache (default: every CPU this
+    process may use; 1: none, all in this process). ``progress``: a progress
+    bar on stderr when reading takes more than a couple of seconds.
+    Problems in the input are ``AnalysisWarning``s naming the file (the same
+    from the cache); raises ``NoUsableRuns`` when no run is left.
     """
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    info = readers.discover([Path(p) for p in paths], labels, model=model, include_incomplete=include_incomplete)
-    rows, windows, phase_rows = [], [], []
-    for frame in readers.sample_frames(info):  # one frame in memory at a time
-        r, w = reduce.samples(frame, info)
-        rows.append(r)
-        windows.append(w)
-        phase_rows.append(phases.samples(frame, info))  # generation runs: energy per phase (analysis.phases)
-    if not windows:
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    store = Cache(paths) if cache else None
+    with parallel.Workers(workers, progress) as pool:
+        def mapper(function, chunks_):
+            return pool.map(function, chunks_, sizes=[len(c) for c in chunks_], desc="reading meta.json")
+        info = readers.discover(paths, labels, model=model, include_incomplete=include_incomplete, store=store,
+                                mapper=mapper)
+        kept, found = store.reductions(info) if store else (chunks.combine([]), np.zeros(len(info), dtype=bool))
+        todo = chunks.split(info[~found])
+        computed = list(pool.map(chunks.reduce_chunk, todo, sizes=[len(c) for c in todo], desc="reading runs"))
+    reduced = chunks.combine([kept, *computed])
+    for run in info.index:  # in run order, whether just read or from the cache
+        reissue(reduced.messages.get(run, []))
+    reissue(reduced.loose)
+    reduce.warn_other_load(reduced.rows, info["path"])
+    windows = reduced.windows
+    if windows.empty:
+        if store:
+            store.store(info, computed)
         raise NoUsableRuns(f"{', '.join(map(str, paths))}: no run with a readable {readers.SAMPLES_FILE}")
-    windows = pd.concat(windows).sort_index()
     info = info.loc[windows.index]
     info["gpu_domain"] = info["gpu_domain"].where(info["gpu_domain"].notna(), windows["gpu_domain"])
-    latencies = readers.latencies(info)
-    rows.append(reduce.latencies(latencies, info.index))
-    runs = _runs_table(info, windows, latencies)
-    quantities = _quantities(pd.concat(rows, ignore_index=True), runs, idle.baselines(info))
-    quantities = pd.concat([quantities, phases.quantities(quantities, pd.concat(phase_rows, ignore_index=True), runs,
-                                                          info)], ignore_index=True)  # generation figures
+    baselines = idle.baselines(info, store.idle_power(idle.recording_power) if store else None)
+    if store:
+        store.store(info, computed)
+    rows, phase_rows = reduced.rows, reduced.phases
+    del store, kept, computed, todo, reduced  # at scale, memory holds each thing once
+    runs = _runs_table(info, windows, rows)
+    quantities = _quantities(rows, runs, baselines)
+    del rows
+    quantities = chunks.concat_rows([quantities, phases.quantities(quantities, phase_rows, runs, info)])
     return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
 
 
-def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, latencies: pd.Series) -> pd.DataFrame:
-    counts = latencies.groupby(level=0).size().reindex(info.index, fill_value=0)
+def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    counted = rows[rows["quantity"] == "latency_count"]
+    counts = pd.Series(counted["value"].to_numpy(), index=counted["run_id"].to_numpy()).reindex(
+        info.index, fill_value=0).astype(int)
     iterations = pd.to_numeric(info["iterations"], errors="coerce").astype(float)
     unknown = iterations.isna().to_numpy()  # AIPowerMeter's: as many as the latencies
     iterations[unknown] = counts[unknown].where(counts[unknown] > 0)
@@ -173,12 +195,12 @@ def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, latencies: pd.Series)
 def _quantities(rows: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
     """Sensor-domain rows -> reported domains, with the derived energy quantities."""
     keyed = runs.set_index("run_id")
-    rows = rows.assign(domain=_reported(rows["run_id"], rows["domain"], keyed["gpu_domain"]))
+    rows = rows.assign(domain=pd.Categorical(_reported(rows["run_id"], rows["domain"], keyed["gpu_domain"])))
     per_domain = rows["quantity"].isin(["energy_j", "gap_samples", "window_s"])  # window_s: seconds an energy covers
     energy = combine_domains(rows[per_domain])
     others = rows[~per_domain]
     derived = _derived(energy, keyed, combine_baselines(baselines, keyed["gpu_domain"]))
-    return pd.concat([derived, others], ignore_index=True)
+    return chunks.concat_rows([derived, others])
 
 
 def _reported(run_id: pd.Series, domain: pd.Series, gpu_domain: pd.Series) -> np.ndarray:
@@ -206,19 +228,19 @@ def combine_domains(rows: pd.DataFrame) -> pd.DataFrame:
     notes are joined."""
     rows = rows.assign(domain=rows["domain"].map(energy_domain))
     gpus = rows["domain"].str.fullmatch(r"gpu\d*")
-    per_run = rows[gpus & (rows["quantity"] == "energy_j")].groupby("run_id")["domain"].nunique()
+    per_run = rows[gpus & (rows["quantity"] == "energy_j")].groupby("run_id", observed=True)["domain"].nunique()
     has_node = rows.loc[rows["domain"] == "gpu_node", "run_id"].unique()
     several = per_run.index[(per_run >= 2) & ~per_run.index.isin(has_node)]
     node = rows[gpus & rows["run_id"].isin(several)].assign(domain="gpu_node")
     rows = pd.concat([rows, node], ignore_index=True)
-    grouped = rows.groupby(["run_id", "domain", "quantity"], sort=False)
+    grouped = rows.groupby(["run_id", "domain", "quantity"], sort=False, observed=True)
     out = grouped["value"].sum(min_count=1).to_frame()
     out.loc[grouped["value"].count() < grouped.size(), "value"] = np.nan
     longest = out.index.get_level_values("quantity") == "window_s"
     out.loc[longest, "value"] = grouped["value"].max()[longest]
     out["source"] = grouped["source"].first()
     out["method"] = grouped["method"].first().where(grouped["method"].nunique() <= 1, "mixed")
-    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False)["note"]
+    noted = rows[rows["note"].notna()].groupby(["run_id", "domain", "quantity"], sort=False, observed=True)["note"]
     out["note"] = noted.agg("; ".join).reindex(out.index)  # only where a member has a note: few groups
     return out.reset_index()
 
@@ -233,7 +255,7 @@ def combine_baselines(baselines: pd.DataFrame, gpu_domain: pd.Series) -> pd.Data
     direct = b[b["domain"].isin(["cpu_package", "dram", "gpu_node"])]
     summed = b[~b["domain"].isin(["cpu_package", "dram", "gpu_node"])].assign(
         domain=lambda d: d["domain"].map(energy_domain))
-    grouped = summed.groupby(["run_id", "domain"], sort=False)
+    grouped = summed.groupby(["run_id", "domain"], sort=False, observed=True)
     totals = grouped["idle_power_w"].sum(min_count=1).to_frame()
     totals.loc[grouped["idle_power_w"].count() < grouped.size(), "idle_power_w"] = np.nan
     totals["note"] = grouped["note"].agg(lambda notes: "; ".join(n for n in notes if isinstance(n, str)) or None)
@@ -266,30 +288,44 @@ def _derived(energy: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) 
     notes = table["note"].to_numpy(dtype=object)
     idle_notes = table["idle_note"].to_numpy(dtype=object)
     no_idle = np.where(pd.isna(idle_w), np.where(pd.isna(idle_notes), "no idle baseline recorded", idle_notes), None)
-    parts = []
-    for quantity, unit in ENERGY_QUANTITIES.items():
-        note = notes
-        if quantity in ("idle_power_w", "dynamic_energy_per_inference_j"):
-            note = np.where(pd.isna(notes), no_idle, notes)
-        parts.append(pd.DataFrame({"run_id": table["run_id"], "domain": table["domain"], "quantity": quantity,
-                                   "value": values[quantity], "unit": unit, "source": table["source"],
-                                   "method": table["method"], "note": note}))
-    return pd.concat(parts, ignore_index=True)
+    with_idle = np.where(pd.isna(notes), no_idle, notes)
+    names, units = list(ENERGY_QUANTITIES), list(dict.fromkeys(ENERGY_QUANTITIES.values()))
+    each = np.repeat(np.arange(len(names)), len(table))  # quantity after quantity, every (run, domain) in each
+
+    def tiled(column: str) -> pd.Categorical:
+        return pd.Categorical(np.tile(table[column].to_numpy(dtype=object), len(names)))
+
+    return pd.DataFrame({
+        "run_id": np.tile(table["run_id"].to_numpy(), len(names)), "domain": tiled("domain"),
+        "quantity": pd.Categorical.from_codes(each, names),
+        "value": np.concatenate([values[q] for q in names]),
+        "unit": pd.Categorical.from_codes(np.array([units.index(u) for u in ENERGY_QUANTITIES.values()])[each], units),
+        "source": tiled("source"), "method": tiled("method"),
+        "note": pd.Series(np.concatenate([with_idle if q in ("idle_power_w", "dynamic_energy_per_inference_j")
+                                          else notes for q in names]), dtype=object)})
 
 
 def _with_identity(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Long rows with their run's identity columns in front, strings as categories, in run order."""
-    identity = list(runs.columns[1: runs.columns.get_loc("run") + 1])
-    order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
-    rows = rows.assign(order=rows["run_id"].map(order)).sort_values(["order"], kind="stable")
-    keyed = runs.set_index("run_id")
-    out = keyed.loc[rows["run_id"], identity].reset_index()
+    identity = list(runs.columns[: runs.columns.get_loc("run") + 1])  # run_id first
+    position = pd.Index(runs["run_id"]).get_indexer(rows["run_id"])
+    order = np.argsort(position, kind="stable")
+    out = runs[identity].iloc[position[order]].reset_index(drop=True)
     for column in LONG_COLUMNS:
-        out[column] = rows[column].to_numpy()
-    out["value"] = out["value"].astype(float)
-    for column in ("domain", "quantity", "unit", "source", "method"):
-        out[column] = out[column].astype("category")
+        values = rows[column]
+        if column in LABELS:
+            out[column] = _sorted_categories(values.astype("category").array.take(order))
+        elif column == "value":
+            out[column] = values.to_numpy(dtype=float)[order]
+        else:
+            out[column] = values.to_numpy()[order]
     return out
+
+
+def _sorted_categories(values: pd.Categorical) -> pd.Categorical:
+    """``values`` with the categories ``astype("category")`` would give them: those present, sorted."""
+    present = values.remove_unused_categories()
+    return present.set_categories(pd.Index(sorted(present.categories)))
 
 
 def _long_samples(frame: pd.DataFrame, runs: pd.DataFrame, identity: list[str]) -> pd.DataFrame:

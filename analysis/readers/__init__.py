@@ -12,34 +12,54 @@ A record holds the run's identity (``label``, the identity dimensions of its
 ``period_s``, ``params``, ``flops_per_inference``, ``weights``, hardware, the
 sweep's ``order``) and what the energy step needs (``sensors``: ``{domain:
 {source, counter_wrap_j, ...}}``; ``idle``: the idle recording or the baseline
-given; ``gpu_domain``: the GPU the model ran on).
+given; ``gpu_domain``: the GPU the model ran on; ``phases``: a generation
+run's phases, from its ``meta.json``, else None).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from measure import runtree
 
-from ..problems import NoUsableRuns, warn
+from ..problems import Message, NoUsableRuns, captured, reissue, warn
 from . import aipowermeter, files, ours
 
 SAMPLES_FILE = runtree.SAMPLES_FILE
+CACHE_FOLDER = ".analysis_cache"  # the analysis cache beside a tree (analysis.cache): never walked
+KEY_FILES = (*runtree.RUN_FILES, files.LATENCY_JSON)  # the files whose state keys a run's cached reductions
 # Identity columns in display order; a tree may add dimensions of its own (appended in name order).
 DIMENSIONS = ["model", "task", "input_size", "batch_size", "dtype", "execution", "threads", "device"]
-RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable", "phases"}  # not identity
+RECORD_FIELDS = {"label", "run", "path", "tree", "sensors", "idle", "host", "unavailable", "phases", "root",
+                 "key", "messages"}  # not identity
+WALK_FIELDS = ("label", "tree", "folder", "root", "key", "messages")  # what discover adds to a record read
 CONSTANTS = ["status", "weights", "gpu_domain", "hardware_gpu", "hardware_cpu", "iterations", "warmup", "period_s",
              "params", "flops_per_inference", "logical_cpus", "order", "format", "folder"]
 
 
+class RecordStore(Protocol):
+    """Records kept from earlier readings of run folders (``analysis.cache.Cache``)."""
+
+    def get(self, root: Path, relpath: str, key: str, folder: Path) -> tuple[dict, list[Message]] | None:
+        """``(record, messages)`` of the run folder ``folder``, ``relpath`` under ``root``, when its files were in
+        state ``key``; else None."""
+
+    def put(self, root: Path, folder: Path, record: dict) -> None:
+        """Keep the record read from the folder's ``meta.json``."""
+
+
 def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, model: str | None = None,
-             include_incomplete: bool = False) -> pd.DataFrame:
+             include_incomplete: bool = False, store: RecordStore | None = None,
+             mapper: Callable = map) -> pd.DataFrame:
     """One row per usable run under ``paths``, indexed 0..n-1.
 
     Each path is a tree or a folder of trees; a run's ``label`` is the folder of
@@ -48,28 +68,46 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     ``paths[i]``. The same identity and run under two labels are two runs. Runs
     not ``complete`` are left out (one warning) unless ``include_incomplete``; a
     run found twice under one label (same identity and run) is counted once,
-    the second folder named in a warning.
+    the second folder named in a warning. Folders named ``CACHE_FOLDER`` are
+    never walked.
+
+    Besides its fields, a record holds ``root`` (the path it was found under),
+    ``key`` (``run_key``: the state of its files) and ``messages`` (the
+    warnings reading it raised, ``problems.Message``s, issued here as well).
+    ``store``: records kept from earlier readings; a record it gives for a
+    folder in the same state stands for the folder's ``meta.json``, and the
+    records read are given to it. ``mapper(function, chunks)``: how the other
+    ``meta.json`` files are read, chunk by chunk, results in order (default:
+    here; ``analysis.parallel.Workers.map`` reads them in processes). Equal
+    ``sensors``, ``host``, ``unavailable`` and ``idle`` mappings of different
+    runs are one object.
     Raises ``ValueError`` when the number of ``labels`` is not that of ``paths``
     or when two of ``paths`` would give the same default label (name them with
     ``labels``), ``NoUsableRuns`` when no run is found.
     """
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"{len(labels)} labels for {len(paths)} trees: give one label per tree")
-    records, root_of, seen = [], {}, {}
+    walks = []
     for i, root in enumerate(paths):
         root = Path(root)
         if not root.is_dir():
             raise NoUsableRuns(f"{root}: not a folder")
-        if root.resolve() in map(Path.resolve, paths[:i]):
+        if root.resolve() in [Path(p).resolve() for p in paths[:i]]:
             raise ValueError(f"{root}: given twice")
+        walks.append(_walk(root))
+    found = _records([entry for walk in walks for entry in walk.runs], model, store, mapper)
+    records, root_of, seen, offset = [], {}, {}, 0
+    for i, walk in enumerate(walks):
         # under labels given, a label may gather several paths: a run is a duplicate across them
-        found = _walk(root, labels[i] if labels else None, model, include_incomplete, seen if labels else {})
+        kept = _select(walk, found[offset:offset + len(walk.runs)], labels[i] if labels else None,
+                       include_incomplete, seen if labels else {})
+        offset += len(walk.runs)
         if labels is None:
-            for label in dict.fromkeys(record["label"] for record in found):
-                if root_of.setdefault(label, root) != root:
-                    raise ValueError(f"{root_of[label]} and {root} would both be labelled {label!r}: "
+            for label in dict.fromkeys(record["label"] for record in kept):
+                if root_of.setdefault(label, walk.root) != walk.root:
+                    raise ValueError(f"{root_of[label]} and {walk.root} would both be labelled {label!r}: "
                                      f"name the trees with labels (--labels)")
-        records += found
+        records += kept
     if not records:
         where = ", ".join(str(p) for p in paths)
         raise NoUsableRuns(f"{where}: no usable run folder (none holds a readable {SAMPLES_FILE} and its metadata)")
@@ -80,50 +118,145 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
             info[column] = None
     if "phases" not in info:  # only our generation runs name phases
         info["phases"] = None
-    return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host", "unavailable",
-                 "phases"]]
+    return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host",
+                 "unavailable", "phases", "root", "key", "messages"]]
 
 
-def _walk(root: Path, label: str | None, model: str | None, include_incomplete: bool,
-          seen: dict[tuple, Path]) -> list[dict]:
-    """The records of the runs under ``root``; ``seen``: the folder of each (label, identity, run) kept so far."""
-    records, skipped = [], []
-    tree_of: dict[Path, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort(key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
-        folder = Path(dirpath)
-        parent_tree = tree_of.get(folder.parent, root)
-        tree_of[folder] = folder if runtree.STUDY_FILE in filenames else parent_tree
+def run_key(folder: str, filenames: Iterable[str]) -> str:
+    """The state of a run folder's files (``KEY_FILES`` present): ``name:size:mtime_ns:ctime_ns:inode`` of each,
+    joined by ``;``. Any change to a file's content, or a file replaced, added or removed, changes it."""
+    parts = []
+    for name in KEY_FILES:
+        if name in filenames:
+            try:
+                st = os.stat(f"{folder}/{name}")
+            except OSError:
+                continue  # reported when read
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
+    return ";".join(parts)
+
+
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start``, a folder above it as walked from it, as text (``.`` for ``start``)."""
+    text, above = str(path), str(start)
+    if text.startswith(above) and text[len(above):len(above) + 1] == "/":
+        return text[len(above) + 1:]
+    return Path(path).relative_to(start).as_posix()
+
+
+@lru_cache(maxsize=65536)
+def _natural(name: str) -> list:
+    """A folder name's sort key: its runs of digits as numbers (``run_2`` before ``run_10``)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+class _Folder(NamedTuple):
+    """A folder holding SAMPLES_FILE, as walked."""
+    root: Path
+    folder: Path
+    ours: bool     # it has a meta.json
+    key: str       # run_key
+    tree: Path
+    relpath: str   # under root
+
+
+class _Walk(NamedTuple):
+    root: Path
+    entries: list  # in walk order: a run (an index into ``runs``) or an incomplete folder without samples (text)
+    runs: list     # the _Folder of each folder holding SAMPLES_FILE
+
+
+def _walk(root: Path) -> _Walk:
+    """The run folders under ``root`` in walk order (folders in natural order of their names), each with its
+    tree (the nearest folder holding ``study.json``, else ``root``)."""
+    entries, runs, tree_of = [], [], {}  # tree_of: folder (as walked) -> its tree
+    top = os.fspath(root)
+    skip = len(top) + (0 if top.endswith("/") else 1)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
+        tree = tree_of.get(os.path.dirname(dirpath), root)
+        if runtree.STUDY_FILE in filenames:
+            tree = Path(dirpath)
+        tree_of[dirpath] = tree
         if SAMPLES_FILE not in filenames:
+            folder = Path(dirpath)
             status = runtree.read_status(folder) if runtree.META_FILE in filenames else None
             if status == runtree.COMPLETE:
                 warn(f"{folder / runtree.META_FILE}: run marked complete but {SAMPLES_FILE} is missing; run skipped")
             elif status is not None:  # failed, or interrupted, before its window
-                skipped.append(f"{folder.relative_to(root)} ({status}, no samples)")
+                entries.append(f"{folder.relative_to(root)} ({status}, no samples)")
             continue
-        if runtree.is_run_folder(filenames):
-            record = ours.record(folder)
-        else:
-            known, why = aipowermeter.recognises(folder / SAMPLES_FILE)
-            if not known:
-                warn(f"{folder / SAMPLES_FILE}: {why}; run skipped")
-                continue
-            record = aipowermeter.record(folder, model, root)
+        entries.append(len(runs))
+        runs.append(_Folder(root, Path(dirpath), runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
+                            dirpath[skip:] if dirpath != top else "."))
+    return _Walk(root, entries, runs)
+
+
+RECORDS_PER_CHUNK = 256  # meta.json files read per task
+
+
+SHARED = ("sensors", "host", "unavailable", "idle")  # mappings most runs of a tree hold equal
+
+
+def _records(runs: list[tuple], model: str | None, store: RecordStore | None, mapper) -> list[tuple]:
+    """``(record or None, messages)`` of each run folder: kept from an earlier reading (``store``) or read."""
+    found: list = [store.get(run.root, run.relpath, run.key, run.folder) if store else None for run in runs]
+    unread = [i for i, run in enumerate(runs) if run.ours and found[i] is None]
+    chunks = [unread[at:at + RECORDS_PER_CHUNK] for at in range(0, len(unread), RECORDS_PER_CHUNK)]
+    shared: dict[str, dict] = {}
+    for chunk, read in zip(chunks, mapper(ours.records, [[runs[i].folder for i in chunk] for chunk in chunks])):
+        for i, (record, messages) in zip(chunk, read):
+            if record is not None:
+                record.update({k: shared.setdefault(json.dumps(record[k]), record[k]) for k in SHARED})
+                if store:
+                    store.put(runs[i].root, runs[i].folder, record)
+            found[i] = (record, messages)
+    for i, (root, folder, is_ours, *_) in enumerate(runs):
+        if is_ours:
+            continue
+        if found[i] is None:  # an AIPowerMeter folder is recognised by its first line
+            with captured() as messages:
+                known, why = aipowermeter.recognises(folder / SAMPLES_FILE)
+                if not known:
+                    warn(f"{folder / SAMPLES_FILE}: {why}; run skipped")
+            found[i] = (known or None, messages)
+        if found[i][0] is not None:  # its record comes from its path, and from the model named
+            found[i] = (aipowermeter.record(folder, model, root), found[i][1])
+    return found
+
+
+def _select(walk: _Walk, found: list, label: str | None, include_incomplete: bool,
+            seen: dict[tuple, Path]) -> list[dict]:
+    """The records of the runs of one walk that are kept; ``seen``: the folder of each (label, identity, run)
+    kept so far. Each record's warnings are issued."""
+    records, skipped, label_of, identity_of = [], [], {}, {}
+    root = walk.root
+    for entry in walk.entries:
+        if isinstance(entry, str):
+            skipped.append(entry)
+            continue
+        _, folder, _, key, tree, _ = walk.runs[entry]
+        record, messages = found[entry]
+        reissue(messages)
         if record is None:
             continue
         if record["status"] != runtree.COMPLETE and not include_incomplete:
             skipped.append(f"{folder.relative_to(root)} ({record['status']})")
             continue
-        tree = tree_of[folder]
-        record["label"] = label or (tree.relative_to(root).as_posix() if tree != root else root.absolute().name)
-        record["tree"] = tree
-        record["folder"] = folder.relative_to(tree).as_posix()
-        key = (record["label"], *sorted((k, str(v)) for k, v in record.items()
-                                        if k not in CONSTANTS and k not in RECORD_FIELDS), record["run"])
-        if key in seen:
-            warn(f"{folder}: same identity and run as {seen[key]}; duplicate skipped (the first is kept)")
+        if tree not in label_of:
+            label_of[tree] = label or (relative(tree, root) if tree != root else root.absolute().name)
+        record.update(zip(WALK_FIELDS, (label_of[tree], tree, relative(folder, tree), root, key, messages)))
+        fields = tuple(record)
+        if fields not in identity_of:
+            names = tuple(sorted(k for k in fields if k not in CONSTANTS and k not in RECORD_FIELDS))
+            identity_of[fields] = names, (itemgetter(*names) if len(names) > 1  # a tuple of their values
+                                          else lambda r, k=names: tuple(r[n] for n in k))
+        names, values = identity_of[fields]
+        ident = (record["label"], names, tuple(map(str, values(record))), record["run"])
+        if ident in seen:
+            warn(f"{folder}: same identity and run as {seen[ident]}; duplicate skipped (the first is kept)")
             continue
-        seen[key] = folder
+        seen[ident] = folder
         records.append(record)
     if skipped:
         warn(f"{root}: {len(skipped)} incomplete run(s) left out (include_incomplete=True keeps those with samples): "

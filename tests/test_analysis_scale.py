@@ -1,0 +1,130 @@
+"""Loading at scale: the same tables and warnings in worker processes as in one, samples and latencies read a
+chunk of runs at a time, bootstrap CIs without a resamples x groups matrix, a light import, the benchmark."""
+import json
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis.chunks
+import analysis.readers
+from analysis import AnalysisWarning, bootstrap_median_ci, load_study
+from analysis.parallel import Workers
+from treegen import write_run, write_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(root, **options):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = load_study(root, cache=False, **options)
+    return study, [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+
+
+def test_worker_processes_give_the_same_tables_and_warnings_as_one(tmp_path, monkeypatch):
+    write_tree(tmp_path, input_sizes=(16, 32, 64), runs=3, power_w=lambda m, s, r: {"gpu0": s + r, "package-0": 9.0},
+               idle_power_w={"gpu0": 10.0, "package-0": 2.0})
+    folder = tmp_path / "resnet50" / "input_32" / "run_1"
+    lines = (folder / "power_metrics.json").read_text().splitlines(keepends=True)
+    (folder / "power_metrics.json").write_text("".join(lines[:-1]) + lines[-1][:40])  # a run with a problem
+    serial, said = load(tmp_path, workers=1)
+    monkeypatch.setattr(analysis.chunks, "CHUNK_BYTES", 1)  # one run per chunk
+    monkeypatch.setattr(analysis.readers, "RECORDS_PER_CHUNK", 2)
+    parallel, said_in_parallel = load(tmp_path, workers=2)
+    assert any("no 'end' sample" in m for m in said)
+    assert said_in_parallel == said
+    for table in ("runs", "quantities"):
+        pd.testing.assert_frame_equal(getattr(serial, table), getattr(parallel, table))
+    pd.testing.assert_frame_equal(serial.info, parallel.info)
+
+
+def test_workers_keep_the_order_of_the_chunks():
+    with Workers(2, progress=False) as pool:
+        assert list(pool.map(np.square, list(range(20)))) == [k * k for k in range(20)]
+    with pytest.raises(ValueError, match="workers=0"):
+        Workers(0)
+
+
+def test_samples_and_latencies_are_read_a_chunk_of_runs_at_a_time(tmp_path, monkeypatch):
+    write_tree(tmp_path, input_sizes=(16, 32), runs=3)
+    calls = {"samples": [], "latencies": []}
+    sample_frames, latencies = analysis.readers.sample_frames, analysis.readers.latencies
+    monkeypatch.setattr(analysis.readers, "sample_frames",
+                        lambda info, **kw: calls["samples"].append(len(info)) or sample_frames(info, **kw))
+    monkeypatch.setattr(analysis.readers, "latencies",
+                        lambda info: calls["latencies"].append(len(info)) or latencies(info))
+    monkeypatch.setattr(analysis.chunks, "CHUNK_BYTES", 1)
+    study, _ = load(tmp_path, workers=1)
+    assert calls == {"samples": [1] * 6, "latencies": [1] * 6}  # never the whole study's at once
+    assert study.select("latency_count")["value"].tolist() == [100.0] * 6
+
+
+def test_a_sample_file_spaced_otherwise_reads_the_same(tmp_path):
+    write_run(tmp_path / "spaced", power_w={"gpu0": 100.0, "package-0": 40.0})
+    folder = write_run(tmp_path / "compact", power_w={"gpu0": 100.0, "package-0": 40.0})
+    samples = folder / "power_metrics.json"
+    samples.write_text("".join(json.dumps(json.loads(line), separators=(",", ":")) + "\n"
+                               for line in samples.read_text().splitlines()))
+    spaced, compact = load(tmp_path / "spaced")[0], load(tmp_path / "compact")[0]
+    pd.testing.assert_frame_equal(spaced.quantities.drop(columns="label"), compact.quantities.drop(columns="label"))
+
+
+def reference_median_ci(values, n_boot=2000, confidence=0.95, rng=None):
+    """The bootstrap as it was computed before: every resample's median of every column, then np.quantile."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    values = np.sort(np.asarray(values, dtype=float), axis=0)
+    n, q = values.shape
+    positions = np.sort(rng.integers(0, n, size=(n_boot, n)), axis=1)
+    distinct, column_of = np.unique((~np.isnan(values)).sum(axis=0), return_inverse=True)
+    k = (positions[:, :, None] < distinct).sum(axis=1)[:, column_of]
+    lo, hi = np.maximum((k - 1) // 2, 0), k // 2
+    columns = np.arange(q)
+    medians = 0.5 * (values[np.take_along_axis(positions, lo, axis=1), columns]
+                     + values[np.take_along_axis(positions, hi, axis=1), columns])
+    medians[k == 0] = np.nan
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(medians, [alpha, 1 - alpha], axis=0)
+    for c in np.flatnonzero(np.isnan(low) & ~np.isnan(medians).all(axis=0)):
+        low[c], high[c] = np.quantile(medians[~np.isnan(medians[:, c]), c], [alpha, 1 - alpha])
+    return low, high
+
+
+def test_bootstrap_of_distinct_medians_gives_the_cis_of_every_resample_bit_for_bit():
+    draw = np.random.default_rng(1)
+    for trial in range(200):
+        n, q = int(draw.integers(1, 25)), int(draw.integers(1, 40))
+        values = draw.lognormal(size=(n, q))
+        if trial % 3 == 0:
+            values = np.round(values, 1)  # ties
+        values[draw.random((n, q)) < draw.random() * 0.6] = np.nan
+        n_boot, confidence = int(draw.choice([1, 2, 7, 100, 2000])), float(draw.choice([0.5, 0.9, 0.95, 0.99]))
+        ours = bootstrap_median_ci(values, n_boot=n_boot, confidence=confidence, rng=np.random.default_rng(trial))
+        before = reference_median_ci(values, n_boot=n_boot, confidence=confidence, rng=np.random.default_rng(trial))
+        for a, b in zip(ours, before):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_importing_the_package_imports_neither_torch_nor_scipy_nor_matplotlib():
+    code = ("import sys, analysis; print(sorted(m for m in ('torch', 'scipy', 'matplotlib') "
+            "if any(k == m or k.startswith(m + '.') for k in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.stdout.strip() == "[]"
+
+
+def test_analysis_speed_benchmark_tiny_run(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "analysis_speed.py"), "--runs", "40",
+                           "--samples", "20", "--aipm-samples", "5", "--latencies", "10"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = dict(pair.split("=", 1) for pair in done.stdout.strip().splitlines()[-1].split())
+    for prefix in ("ours_40", "aipm_40"):
+        assert int(keys[f"{prefix}_runs"]) == 40 and float(keys[f"{prefix}_peak_mb"]) > 0
+        assert float(keys[f"{prefix}_first_s"]) > 0 and float(keys[f"{prefix}_cached_s"]) > 0
+        assert re.fullmatch(r"[\d.]+/[\d.]+/[\d.]+", keys[f"{prefix}_first_s_per_1000_runs"])
