@@ -39,6 +39,8 @@ WINDOW_STATS = {
 LATENCY_STATS = {"latency_median_s": 0.5, "latency_p90_s": 0.9, "latency_p99_s": 0.99}
 # how often a sensor's energy counter moves (s): a window shorter than this is not resolved by it
 COUNTER_UPDATE_S = {"nvml": 0.1}
+# the CPU estimate's load comes from /proc/stat, which counts CPU time in clock ticks of 10 ms (USER_HZ = 100)
+ESTIMATE_RESOLUTION_S = 0.01
 # domains that draw power whenever the machine runs: a counter of theirs that does not move has not resolved
 # the window, and a zero mean power over an interval is a counter that did not move under it
 ALWAYS_POWERED = re.compile(r"gpu\d*|gpu_node|package-\d+|cpu_package|dram(-\d+)?|psys")
@@ -91,6 +93,7 @@ def samples(frame: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
         elif power is not None:
             (energy, problems), method = en.trapezoid_energy(wcode, t, power, n, segment), "trapezoid"
             gaps, covered = en.missing(wcode, power, n), spans
+            _note_unresolved_load(problems, about, spans)
         else:
             energy = None
         if energy is not None:
@@ -173,6 +176,16 @@ def _unresolved(domain, energy, problems, power, run, about, n, window_s, work) 
         why[i] = (f"counter did not move over the {window_s[i]:g} s window "
                   + (evidence[i] if pd.notna(evidence[i]) else "(the domain always draws power)"))
     return why
+
+
+def _note_unresolved_load(problems: np.ndarray, about: list, window_s: np.ndarray) -> None:
+    """Note, in ``problems`` where it holds nothing, each window of the CPU estimate shorter than the
+    resolution of the load it models (``ESTIMATE_RESOLUTION_S``): its power is the load of the readings
+    around the window, not of the window."""
+    estimate = np.array([a.get("sensor") == "estimate" for a in about], dtype=bool)
+    for i in np.flatnonzero(estimate & (window_s < ESTIMATE_RESOLUTION_S) & ~problems.astype(bool)):
+        problems[i] = (f"the {window_s[i]:.2g} s window is shorter than /proc/stat's {ESTIMATE_RESOLUTION_S:g} s "
+                       "clock tick: the estimate's load is that of the readings around it")
 
 
 def _cpu_work(frame: pd.DataFrame, run: np.ndarray, n: int) -> np.ndarray:

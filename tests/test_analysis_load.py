@@ -540,3 +540,18 @@ def test_other_work_during_several_windows_is_one_warning_with_its_range(tmp_pat
     assert len(said) == 1, said
     assert re.search(r"run_0 and 1 other run\(s\): other processes kept 25% to 50% of the machine's CPUs busy "
                      r"during their windows", said[0])
+
+
+def test_a_cpu_estimate_over_a_window_shorter_than_a_clock_tick_is_noted(tmp_path):
+    """/proc/stat counts CPU time in 10 ms ticks: over a 4 ms window the estimate's load is that of the
+    readings around it. The figure stays (the model's power times the window), with the note."""
+    write_run(tmp_path / "short", power_w={"cpu_estimated": 30.0}, duration_s=0.004, samples=2, iterations=1,
+              device="cpu", gpu_domain=None)
+    write_run(tmp_path / "long", power_w={"cpu_estimated": 30.0}, duration_s=0.5, samples=6, iterations=1,
+              device="cpu", gpu_domain=None)
+    rows = load_study(tmp_path, cache=False).quantities.query("domain == 'cpu_estimated' and quantity == 'energy_j'")
+    short, long = (rows[rows["label"] == label].iloc[0] for label in ("short", "long"))
+    assert short["value"] == pytest.approx(30.0 * 0.004) and long["value"] == pytest.approx(30.0 * 0.5)
+    assert short["note"] == ("the 0.004 s window is shorter than /proc/stat's 0.01 s clock tick: the estimate's "
+                             "load is that of the readings around it")
+    assert pd.isna(long["note"])

@@ -131,6 +131,27 @@ def test_proc_stat_times_are_psutils_record_from_raw_bytes():
     assert parsed == pytest.approx(reference, abs=0.5)  # read a moment apart, in 10 ms ticks
 
 
+def test_reads_of_proc_stat_at_one_instant_regenerate_it_once(monkeypatch):
+    """The estimate and the process sensor read /proc/stat at the same tick: one read serves both."""
+    reads = []
+    pread = procstat.os.pread
+    monkeypatch.setattr(procstat.os, "pread", lambda *args: reads.append(args) or pread(*args))
+    now = [time.monotonic() + 10.0]
+    monkeypatch.setattr(procstat.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(procstat.ProcStatTimes, "_last", procstat.ProcStatTimes._last)  # restored after the test
+    estimate_times, process_times = procstat.ProcStatTimes(), procstat.ProcStatTimes()
+    try:
+        first = estimate_times.raw()
+        now[0] += procstat.SAME_READ_S / 2
+        assert process_times.raw() == first and len(reads) == 1
+        now[0] += procstat.SAME_READ_S
+        process_times.raw()
+        assert len(reads) == 2
+    finally:
+        estimate_times.close()
+        process_times.close()
+
+
 # open_sensors: the estimate only where RAPL gives no package counter
 
 

@@ -11,20 +11,27 @@ that it was busy or idle, over 50 ms its load to 20 %.  Sensors therefore read
 them at their ticks at most every ``MIN_INTERVAL_S`` (50 ms), repeating the
 last values in between (a faster read would add noise, not information, and
 cost a regeneration of the file each); the window's edges always read them.
+Two reads less than ``SAME_READ_S`` apart are one: the CPU estimate and the
+process sensor both read the file at a tick or an edge, and the kernel
+regenerates it once.
 """
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 
 MIN_INTERVAL_S = 0.05
+SAME_READ_S = 0.001  # far below the 10 ms clock tick of the counters
 
 
 class ProcStatTimes:
     """``psutil.cpu_times()`` (same record type, same values) from a ``/proc/stat`` kept open.
 
     Raises OSError when the file cannot be opened or read."""
+
+    _last: tuple[float, bytes] = (float("-inf"), b"")  # every instance's last read: (time.monotonic(), bytes)
 
     def __init__(self):
         sample = psutil.cpu_times()
@@ -36,8 +43,14 @@ class ProcStatTimes:
         return self.parse(self.raw())
 
     def raw(self) -> bytes:
-        """The start of ``/proc/stat`` (pread at offset 0 makes the kernel regenerate the file)."""
-        return os.pread(self._fd, 512, 0)
+        """The start of ``/proc/stat`` (pread at offset 0 makes the kernel regenerate the file), or what any
+        instance read less than ``SAME_READ_S`` ago."""
+        now = time.monotonic()
+        at, data = ProcStatTimes._last
+        if not 0.0 <= now - at < SAME_READ_S:
+            data = os.pread(self._fd, 512, 0)
+            ProcStatTimes._last = (now, data)
+        return data
 
     def parse(self, raw: bytes):
         """The record, in seconds, from the aggregate ``cpu`` line, which comes first."""
