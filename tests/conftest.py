@@ -43,4 +43,8 @@ def slurm_conf():
     yield up.stdout.strip().removeprefix("export SLURM_CONF=")
     if not was_up:
         down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=300)
-        assert down.returncode == 0, f"scripts/slurm-local.sh down failed:\n{down.stderr}"
+        if down.returncode != 0:  # once more: it stops only what still runs
+            down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, f"scripts/slurm-local.sh down failed twice:\n{down.stdout}{down.stderr}"
+        left = subprocess.run([script, "status"], capture_output=True, text=True)
+        assert "running" not in left.stdout, f"scripts/slurm-local.sh down left daemons running:\n{left.stdout}"
