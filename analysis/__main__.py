@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     summary = commands.add_parser(
         "summarize", parents=[trees], help="medians over runs per point, with IQR and 95 %% CIs",
         description="Medians over runs per point (model, input size and every other dimension that varies), "
-                    "with IQR, bootstrap 95 %% CIs of the median and the number of runs behind each figure.")
+                    "with IQR, bootstrap 95 % CIs of the median and the number of runs behind each figure.")
     summary.add_argument("-o", "--output", type=Path, metavar="CSV",
                          help="write the summary as CSV here (default: a table on a terminal, CSV when piped)")
     summary.add_argument("--long", action="store_true",
@@ -56,14 +56,14 @@ def parser() -> argparse.ArgumentParser:
     comparison = commands.add_parser(
         "compare", parents=[trees], help="each configuration against a baseline: ratio of medians, 95 %% CI",
         description="Each configuration against the baseline of its group (same model, same input size, ...): "
-                    "the ratio of medians with a percentile bootstrap 95 %% CI (paired where the runs were "
+                    "the ratio of medians with a percentile bootstrap 95 % CI (paired where the runs were "
                     "interleaved) and a verdict: lower, higher, or no difference shown (the CI contains 1).")
     comparison.add_argument("--baseline", nargs="+", metavar="LABEL|DIM=VALUE",
                             help="a label, or dimension values such as dtype=fp32 (default: the first TREE's "
                                  "configuration)")
     comparison.add_argument("--by", nargs="+", metavar="DIM",
-                            help="the dimensions compared (default: every dimension that varies, but model and "
-                                 "input_size)")
+                            help="the dimensions compared (default: every dimension that varies but model, task and "
+                                 "input_size; model when nothing else varies)")
     comparison.add_argument("--within", nargs="+", metavar="DIM",
                             help="the grouping dimensions (default: model, input_size and every other dimension "
                                  "that varies)")

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "with --resume: read from OUT/study.json)")
     run.add_argument("--preset", choices=sorted(PRESETS),
                      help="the protocol the other options start from: seed (the seed study's, default), quick, "
-                          "cpu-study (the committed CPU study), gpu-study (the GPU study)")
+                          "cpu-study (the committed CPU study), gpu-study (the GPU study), cpu-batch and "
+                          "gpu-batch (resnet50: batch size x dtype at one size)")
     run.add_argument("--quick", action="store_true", help="--preset quick: about a minute per model on a CPU")
     run.add_argument("--task", choices=TASKS,
                      help="forward: timed forward passes (default); generate: a decoder's greedy generation "
@@ -179,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=non_negative_int, metavar="N", help="seed of --order shuffle (default 0)")
     run.add_argument("--device", help="cpu, cuda, cuda:<i> or auto (default: cuda if present)")
     run.add_argument("--period", type=positive_float, dest="period_s", metavar="S",
-                     help="sampling period in seconds between the window's edges (default 0.1; 0.02 or less "
-                          "lets the analysis align NVML's ~100 ms energy counter on its updates)")
+                     help="sampling period in seconds between the window's edges (default 0.1; 0.05 or less "
+                          "lets the analysis align NVML's ~100 ms energy counter on its updates; 0.02 or less "
+                          "leaves a margin)")
     run.add_argument("--idle-seconds", type=non_negative_float, dest="idle_s", metavar="S",
                      help="seconds of idle recording before the first run, the baseline of dynamic energy "
                           "(default 5, 1 with --quick; 0: none)")
