@@ -292,8 +292,9 @@ def _derived(energy: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) 
     names, units = list(ENERGY_QUANTITIES), list(dict.fromkeys(ENERGY_QUANTITIES.values()))
     each = np.repeat(np.arange(len(names)), len(table))  # quantity after quantity, every (run, domain) in each
 
-    def tiled(column: str) -> pd.Categorical:
-        return pd.Categorical(np.tile(table[column].to_numpy(dtype=object), len(names)))
+    def tiled(column: str) -> pd.Categorical:  # the labels categorised once, their codes repeated
+        labels = pd.Categorical(table[column].to_numpy(dtype=object))
+        return pd.Categorical.from_codes(np.tile(labels.codes, len(names)), dtype=labels.dtype)
 
     return pd.DataFrame({
         "run_id": np.tile(table["run_id"].to_numpy(), len(names)), "domain": tiled("domain"),
