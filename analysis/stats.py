@@ -69,8 +69,8 @@ def bootstrap_median_ci(values: np.ndarray, *, n_boot: int = 2000, confidence: f
         columns = np.flatnonzero(sound == m)
         for at in range(0, len(columns), BOOTSTRAP_BLOCK):
             block = columns[at:at + BOOTSTRAP_BLOCK]
-            bounds[:, block] = _weighted_quantiles(0.5 * (values[first][:, block] + values[second][:, block]),
-                                                   counts, quantiles)
+            of_block = values[:, block]  # the block's columns first: the whole matrix at the pairs is not taken
+            bounds[:, block] = _weighted_quantiles(0.5 * (of_block[first] + of_block[second]), counts, quantiles)
     return bounds[0], bounds[1]
 
 

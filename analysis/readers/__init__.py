@@ -172,7 +172,7 @@ def _walk(root: Path) -> _Walk:
     entries, runs, tree_of = [], [], {}  # tree_of: folder (as walked) -> its tree
     top = os.fspath(root)
     skip = len(top) + (0 if top.endswith("/") else 1)
-    for dirpath, dirnames, filenames in os.walk(top):
+    for dirpath, dirnames, filenames in _listings(top):
         dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
         tree = tree_of.get(os.path.dirname(dirpath), root)
         if runtree.STUDY_FILE in filenames:
@@ -190,6 +190,37 @@ def _walk(root: Path) -> _Walk:
         runs.append(_Folder(root, Path(dirpath), runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
                             dirpath[skip:] if dirpath != top else "."))
     return _Walk(root, entries, runs)
+
+
+def _listings(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)``: ``(dirpath, dirnames, filenames)`` top down, in the order of ``dirnames`` as the caller
+    leaves it; unreadable folders skipped, links to folders listed but not followed. A link is known from the
+    listing (``DirEntry.is_symlink``), not from one more ``lstat`` of each folder as ``os.walk`` does."""
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as listing:
+                found = list(listing)
+        except OSError:
+            continue
+        dirnames, filenames, links = [], [], set()
+        for entry in found:
+            if _is_folder(entry):
+                dirnames.append(entry.name)
+                if entry.is_symlink():
+                    links.add(entry.name)
+            else:
+                filenames.append(entry.name)
+        yield dirpath, dirnames, filenames
+        stack.extend(os.path.join(dirpath, name) for name in reversed(dirnames) if name not in links)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # as os.walk: not a folder
+        return False
 
 
 RECORDS_PER_CHUNK = 256  # meta.json files read per task
