@@ -442,6 +442,8 @@ def report(tallies: dict, measurers: list, unavailable: dict[str, str], halfwidt
     for name, reason in unavailable.items():
         print(f"{name:<19} cannot run here: {reason}")
         keys[f"{name}_ratio"] = "unavailable"
+    rounds = len(next(iter(tallies.values())).ratios)
+    too_few = f" (only {rounds} rounds: not a measurement)" if rounds < MIN_ROUNDS else ""
     for period, goal in GOALS.items():
         name = f"ours_p{period:g}"
         if name not in tallies:
@@ -450,13 +452,14 @@ def report(tallies: dict, measurers: list, unavailable: dict[str, str], halfwidt
         verdict = "met" if d["median"] <= goal else "NOT met"
         certain = ("" if d["ci"][1] <= goal or d["ci"][0] > goal
                    else " (the CI straddles the goal: not decided at this precision)")
-        print(f"goal at {period:g} s: median ratio <= {goal}: {verdict}{certain}")
+        print(f"goal at {period:g} s: median ratio <= {goal}: {verdict}{certain}{too_few}")
         keys[f"goal_met_p{period:g}"] = str(d["median"] <= goal).lower()
     watched = watched_names(measurers)
     widest = max(describe(tallies[name].ratios)["half"] for name in watched)
+    met = widest <= halfwidth and not too_few  # a bootstrap over a handful of rounds is no CI
     print(f"precision: the widest CI of {', '.join(watched)} is +-{widest:.2%} (goal +-{halfwidth:.2%}): "
-          f"{'met' if widest <= halfwidth else 'NOT met'}")
-    keys["precision_met"] = str(widest <= halfwidth).lower()
+          f"{'met' if met else 'NOT met'}{too_few}")
+    keys["precision_met"] = str(met).lower()
     return keys
 
 

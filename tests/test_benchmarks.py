@@ -41,7 +41,8 @@ def test_overhead_tiny_run():
         assert keys[f"goal_met_p{period}"] in ("true", "false")
     assert ratio_or_unavailable(keys["codecarbon_ratio"])
     assert ratio_or_unavailable(keys["zeus_ratio"])
-    assert keys["device"] == "cpu" and keys["rounds"] == "1" and keys["precision_met"] in ("true", "false")
+    assert keys["device"] == "cpu" and keys["rounds"] == "1"
+    assert keys["precision_met"] == "false"  # one round is no CI, however narrow its bootstrap
 
 
 def test_overhead_ablation_varies_one_thing_at_a_time():
