@@ -230,14 +230,14 @@ class EmptyTicks(ThreadsOf):
 
     def _arm(self) -> None:
         if self._kind == "thread":
-            self._stopping.clear()
-            threading.Thread(target=self._wake, name="empty-ticks", daemon=True).start()
+            self._stopping = threading.Event()  # a new one per block: an old thread never sees it cleared
+            threading.Thread(target=self._wake, args=(self._stopping,), name="empty-ticks", daemon=True).start()
             return
         self._previous = signal.signal(signal.SIGALRM, signal.SIG_IGN if self._kind == "timer" else _return)
         signal.setitimer(signal.ITIMER_REAL, self._period_s, self._period_s)
 
-    def _wake(self) -> None:
-        while not self._stopping.wait(self._period_s):
+    def _wake(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self._period_s):
             pass
 
     def _disarm(self) -> None:
