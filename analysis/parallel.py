@@ -10,6 +10,7 @@ where the platform can, so that they start at once with the package imported.
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -83,5 +84,6 @@ class Workers:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            # a forked worker inherits load_study's paused garbage collector: it collects again, for its life
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=gc.enable)
         return self._pool

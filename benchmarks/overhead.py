@@ -30,7 +30,7 @@ beside it the same for the ratio of the process's CPU time per inference
 than the wall time.
 
 Rounds go on until the CI of every ``ours_*`` configuration is at most
-``--halfwidth`` wide on either side (checked every 10 rounds, after 30), or
+``--halfwidth`` wide on either side (checked every 10 rounds from the 30th), or
 until the next round would pass ``--minutes``; ``--rounds`` fixes their
 number instead.
 
@@ -174,8 +174,11 @@ class ThreadsOf:
         self._start()
 
     def end(self) -> tuple[float, float]:
-        cpu = LEDGER.cpu_s(self._since)
-        return cpu, timed(self._stop)
+        try:
+            cpu = LEDGER.cpu_s(self._since)
+        finally:
+            stop_s = timed(self._stop)  # whatever happened: no tool is left running into the next block
+        return cpu, stop_s
 
 
 class NoMeasurement:
@@ -234,7 +237,12 @@ class EmptyTicks(ThreadsOf):
             threading.Thread(target=self._wake, args=(self._stopping,), name="empty-ticks", daemon=True).start()
             return
         self._previous = signal.signal(signal.SIGALRM, signal.SIG_IGN if self._kind == "timer" else _return)
-        signal.setitimer(signal.ITIMER_REAL, self._period_s, self._period_s)
+        try:
+            signal.siginterrupt(signal.SIGALRM, False)  # as the recorder: interrupted system calls restart
+            signal.setitimer(signal.ITIMER_REAL, self._period_s, self._period_s)
+        except BaseException:
+            signal.signal(signal.SIGALRM, self._previous)
+            raise
 
     def _wake(self, stopping: threading.Event) -> None:
         while not stopping.wait(self._period_s):
@@ -348,11 +356,6 @@ def run_block(module, inputs, iters: int, sync, measurer) -> Block:
                  stop_s, wall_s)
 
 
-def half_width(values: list[float]) -> float:
-    low, high = bootstrap_median_ci(np.asarray(values)[:, None])
-    return float(high[0] - low[0]) / 2
-
-
 def watched_names(measurers: list) -> list[str]:
     """The configurations whose precision decides when the rounds stop: ours, else all."""
     return [m.name for m in measurers if m.name.startswith("ours_")] or [m.name for m in measurers]
@@ -390,7 +393,7 @@ def run_rounds(module, inputs, sync, measurers: list, iters: int, rounds: int | 
             if r == rounds:
                 return tallies, base_latencies, f"{rounds} rounds asked for"
             continue
-        if r >= MIN_ROUNDS and r % CHECK_EVERY == 0 and max(half_width(tallies[n].ratios)
+        if r >= MIN_ROUNDS and r % CHECK_EVERY == 0 and max(describe(tallies[n].ratios)["half"]
                                                              for n in watched) <= halfwidth:
             return tallies, base_latencies, f"every CI of {', '.join(watched)} within +-{halfwidth:.2%}"
         if now - began + (now - round_began) > minutes * 60:
@@ -453,7 +456,7 @@ def report(tallies: dict, measurers: list, unavailable: dict[str, str], halfwidt
         certain = ("" if d["ci"][1] <= goal or d["ci"][0] > goal
                    else " (the CI straddles the goal: not decided at this precision)")
         print(f"goal at {period:g} s: median ratio <= {goal}: {verdict}{certain}{too_few}")
-        keys[f"goal_met_p{period:g}"] = str(d["median"] <= goal).lower()
+        keys[f"goal_met_p{period:g}"] = ("undecided" if certain or too_few else str(d["median"] <= goal).lower())
     watched = watched_names(measurers)
     widest = max(describe(tallies[name].ratios)["half"] for name in watched)
     met = widest <= halfwidth and not too_few  # a bootstrap over a handful of rounds is no CI
@@ -475,16 +478,28 @@ def chosen(args: argparse.Namespace, everything: dict[str, object]) -> tuple[lis
     if unknown:
         raise SystemExit(f"error: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(everything)}")
     measurers = [everything[n] for n in names if not isinstance(everything[n], str)]
-    return measurers, {n: everything[n] for n in names if isinstance(everything[n], str)}
+    unavailable = {n: everything[n] for n in names if isinstance(everything[n], str)}
+    if not measurers:
+        raise SystemExit("error: none of the configurations asked for can run here: "
+                         + "; ".join(f"{n}: {why}" for n, why in unavailable.items()))
+    return measurers, unavailable
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the rounds (default 9)")
+    parser.add_argument("--minutes", type=float, default=9.0,
+                        help="time budget of the whole run, loading the model included (default 9)")
     parser.add_argument("--halfwidth", type=float, default=0.0025,
                         help="stop once every ours_* CI is this close to its median (default 0.0025)")
-    parser.add_argument("--rounds", type=int, help="this many rounds, whatever their precision")
-    parser.add_argument("--iters", type=int, default=40, help="timed inferences per block (default 40)")
+    parser.add_argument("--rounds", type=at_least_one, help="this many rounds, whatever their precision")
+    parser.add_argument("--iters", type=at_least_one, default=40, help="timed inferences per block (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:<i> or auto (default)")
     parser.add_argument("--threads", type=int, help="torch threads (default: every CPU this process may use)")

@@ -532,8 +532,9 @@ def exit_with(status: int) -> None:
     Everything was already closed on the way out of ``entry``.
     """
     if status == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+                stream.flush()
         os._exit(status)
     sys.exit(status)
 

@@ -38,7 +38,7 @@ def test_overhead_tiny_run():
                                                                                                   abs=1e-4)
         assert positive(keys[f"recorder_cpu_ratio_p{period}"])
         assert 0 <= float(keys[f"recorder_cpu_s_per_s_p{period}"]) < 1
-        assert keys[f"goal_met_p{period}"] in ("true", "false")
+        assert keys[f"goal_met_p{period}"] == "undecided"  # one round decides nothing
     assert ratio_or_unavailable(keys["codecarbon_ratio"])
     assert ratio_or_unavailable(keys["zeus_ratio"])
     assert keys["device"] == "cpu" and keys["rounds"] == "1"
