@@ -132,9 +132,9 @@ class Cache:
     def store(self, info: pd.DataFrame, computed: list[chunks.Reductions]) -> None:
         """Keep the reductions ``computed`` (per chunk) of the complete runs of ``info`` whose files did not
         change in the ``RACY_S`` before the load, and the idle baselines computed; a warning if that fails."""
-        settled = self.started_ns - int(RACY_S * 1e9)
+        settled_ns = self.started_ns - int(RACY_S * 1e9)
         for root, shelf in self._shelves.items():
-            shelf.store(info[[r == root for r in info["root"]]], computed, settled)
+            shelf.store(info[[r == root for r in info["root"]]], computed, settled_ns)
 
 
 def _columns(table: pa.Table) -> dict[str, Sequence]:
@@ -170,7 +170,7 @@ class _Decoded(Sequence):
         return len(self.indices)
 
 
-def _settled(key: str, settled_ns: int) -> bool:
+def settled(key: str, settled_ns: int) -> bool:
     """Whether every file of a key last changed (mtime and ctime) before ``settled_ns``."""
     times = [int(t) for part in key.split(";") if part for t in part.split(":")[2:4]]
     return bool(times) and max(times) < settled_ns
@@ -310,14 +310,14 @@ class _Shelf:
         return baseline
 
     def store(self, info: pd.DataFrame, computed: list[chunks.Reductions], settled_ns: int) -> None:
-        entries = [e for e, _ in self._new if _settled(e["key"], settled_ns)]
-        rows = [r for e, r in self._new if _settled(e["key"], settled_ns)]
+        entries = [e for e, _ in self._new if settled(e["key"], settled_ns)]
+        rows = [r for e, r in self._new if settled(e["key"], settled_ns)]
         computed = [part for part in computed if not part.loose]  # a warning naming no run: its chunk is not kept
         reduced = info.index.intersection(np.concatenate([part.windows.index for part in computed] or [[]]))
         about = {run: (readers.relative(path, self.root), key, kind, messages, str(path))
                  for run, path, key, kind, messages, status in zip(
                      reduced, *(info.loc[reduced, c] for c in ("path", "key", "format", "messages", "status")))
-                 if status == readers.runtree.COMPLETE and _settled(key, settled_ns)}
+                 if status == readers.runtree.COMPLETE and settled(key, settled_ns)}
         for part in computed:
             windows = part.windows[part.windows.index.isin(list(about))]
             for run, window_s, complete, gpu in zip(windows.index, *(windows[c] for c in chunks.WINDOW_COLUMNS)):

@@ -106,7 +106,8 @@ def concat_rows(rows: list[pd.DataFrame], columns: list[str] = reduce.ROW_COLUMN
     if not rows:
         return pd.DataFrame(columns=columns).astype({c: "category" for c in LABELS})
     return pd.DataFrame({c: union_categoricals([_text_categories(r[c]) for r in rows]) if c in LABELS
-                         else pd.concat([r[c] for r in rows], ignore_index=True) for c in columns})
+                         else pd.concat([r[c] for r in rows], ignore_index=True) for c in columns},
+                        copy=False)  # new arrays each: not copied again into blocks
 
 
 def _text_categories(values: pd.Series) -> pd.Categorical:

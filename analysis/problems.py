@@ -30,12 +30,15 @@ def warn(message: str, stacklevel: int = 3) -> None:
 @contextmanager
 def captured() -> Iterator[list[Message]]:
     """Record the warnings raised inside the block instead of issuing them; the list it gives holds them,
-    ``(category name, message)`` in order, once the block has ended. Not thread-safe (``warnings`` state)."""
+    ``(category name, message)`` in order, once the block has ended (by an exception too). Not thread-safe
+    (``warnings`` state)."""
     messages: list[Message] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield messages
-    messages.extend((w.category.__name__, str(w.message)) for w in caught)
+        try:
+            yield messages
+        finally:  # those raised before an exception too
+            messages.extend((w.category.__name__, str(w.message)) for w in caught)
 
 
 def reissue(messages: Iterable[Message]) -> None:

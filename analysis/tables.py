@@ -22,9 +22,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import chunks, idle, parallel, phases, readers, reduce
+from . import chunks, idle, parallel, phases, readers, reduce, study_cache
 from .cache import Cache
-from .problems import NoUsableRuns, reissue, warn
+from .problems import NoUsableRuns, captured, reissue, warn
 
 # quantities derived per (run, energy domain), with their units
 ENERGY_QUANTITIES = {
@@ -147,7 +147,9 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     each tree's folder name); ``model`` names the model of AIPowerMeter runs
     (default: a folder name from their path). ``cache``: keep what reading each
     complete run gave, and read it back while the run's files are unchanged
-    (``analysis.cache``; False: read every run, keep nothing). ``workers``: the
+    (``analysis.cache``), and keep the tables of the whole load, read back
+    while no file it read has changed (``analysis.study_cache``); False: read
+    every run, keep nothing. ``workers``: the
     processes that read the runs not in the cache (default: every CPU this
     process may use; 1: none, all in this process). ``progress``: a progress
     bar on stderr when reading takes more than a couple of seconds.
@@ -155,12 +157,32 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     from the cache); raises ``NoUsableRuns`` when no run is left.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    walks = readers.walk_trees(paths, labels)
+    kept = study_cache.Kept(paths, walks, labels, model, include_incomplete) if cache else None
+    found = kept.read() if kept else None
+    if found is not None:
+        tables, messages = found
+        reissue(messages)
+        return Study(**tables)
+    try:
+        with captured() as messages:  # kept with the tables, issued again when they are read back
+            tables = _load(paths, walks, labels, model, include_incomplete, cache, workers, progress)
+    finally:
+        reissue(messages)
+    if kept:
+        kept.write(tables, messages)
+    return Study(**tables)
+
+
+def _load(paths: list[Path], walks: list[readers.Walk], labels: Sequence[str] | None, model: str | None,
+          include_incomplete: bool, cache: bool, workers: int | None, progress: bool) -> dict[str, pd.DataFrame]:
+    """``load_study``'s tables (``runs``, ``quantities``, ``info``) from the trees of ``paths``, walked."""
     store = Cache(paths) if cache else None
     with parallel.Workers(workers, progress) as pool:
         def mapper(function, chunks_):
             return pool.map(function, chunks_, sizes=[len(c) for c in chunks_], desc="reading meta.json")
         info = readers.discover(paths, labels, model=model, include_incomplete=include_incomplete, store=store,
-                                mapper=mapper)
+                                mapper=mapper, walks=walks)
         kept, found = store.reductions(info) if store else (chunks.combine([]), np.zeros(len(info), dtype=bool))
         todo = chunks.split(info[~found])
         computed = list(pool.map(chunks.reduce_chunk, todo, sizes=[len(c) for c in todo], desc="reading runs"))
@@ -185,7 +207,7 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     quantities = _quantities(rows, runs, baselines)
     del rows
     quantities = chunks.concat_rows([quantities, phases.quantities(quantities, phase_rows, runs, info)])
-    return Study(runs=runs, quantities=_with_identity(quantities, runs), info=info)
+    return {"runs": runs, "quantities": _with_identity(quantities, runs), "info": info}
 
 
 def _runs_table(info: pd.DataFrame, windows: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -314,7 +336,7 @@ def _derived(energy: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame) 
         labels = pd.Categorical(table[column].to_numpy(dtype=object))
         return pd.Categorical.from_codes(np.tile(labels.codes, len(names)), dtype=labels.dtype)
 
-    return pd.DataFrame({
+    return pd.DataFrame(copy=False, data={  # new arrays each: not copied again into blocks
         "run_id": np.tile(table["run_id"].to_numpy(), len(names)), "domain": tiled("domain"),
         "quantity": pd.Categorical.from_codes(each, names),
         "value": np.concatenate([values[q] for q in names]),
@@ -329,7 +351,8 @@ def _with_identity(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     identity = list(runs.columns[: runs.columns.get_loc("run") + 1])  # run_id first
     position = pd.Index(runs["run_id"]).get_indexer(rows["run_id"])
     order = np.argsort(position, kind="stable")
-    out = runs[identity].iloc[position[order]].reset_index(drop=True)
+    at = position[order]
+    out = {column: _repeated(runs[column], at) for column in identity}
     for column in LONG_COLUMNS:
         values = rows[column]
         if column in LABELS:
@@ -337,14 +360,28 @@ def _with_identity(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         elif column == "value":
             out[column] = values.to_numpy(dtype=float)[order]
         else:
-            out[column] = values.to_numpy()[order]
-    return out
+            out[column] = pd.array(values.to_numpy()[order], dtype="str")
+    return pd.DataFrame(out, copy=False)  # new arrays each: not copied again into blocks
+
+
+def _repeated(values: pd.Series, at: np.ndarray) -> pd.Series | pd.Categorical:
+    """``values`` (a column of the runs table) at the positions ``at``: text as categories (each run's text
+    categorised once, its codes repeated), numbers as they are."""
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy()[at]
+    labels = _sorted_categories(pd.Categorical(values.to_numpy(dtype=object)))
+    return pd.Categorical.from_codes(labels.codes[at], dtype=labels.dtype)
 
 
 def _sorted_categories(values: pd.Categorical) -> pd.Categorical:
     """``values`` with the categories ``astype("category")`` would give them: those present, sorted."""
-    present = values.remove_unused_categories()
-    return present.set_categories(pd.Index(sorted(present.categories)))
+    codes = values.codes
+    used = np.bincount(codes[codes >= 0], minlength=len(values.categories)) > 0  # no sort of every row
+    present = values.categories[used]
+    categories = pd.Index(sorted(present), dtype=values.categories.dtype)
+    recoded = np.full(len(used) + 1, -1, dtype=np.int64)  # the last stands for a missing value's code, -1
+    recoded[:-1][used] = categories.get_indexer(present)
+    return pd.Categorical.from_codes(recoded[codes], dtype=pd.CategoricalDtype(categories))
 
 
 def _long_samples(frame: pd.DataFrame, runs: pd.DataFrame, identity: list[str]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import analysis.cache
 import analysis.chunks
 import analysis.idle
 import analysis.readers.ours
+import analysis.study_cache
 from analysis import AnalysisWarning, load_study
 from analysis.phases import QUANTITIES
 from test_analysis_load import with_cpu_counters
@@ -23,10 +24,12 @@ DURATION = 2.0
 
 @pytest.fixture(autouse=True)
 def settled(monkeypatch, tmp_path):
-    """Runs written a moment ago count as settled (the cache keeps them), and the user's cache folder is the
-    test's own."""
+    """Runs written a moment ago count as settled (the cache keeps them), the user's cache folder is the
+    test's own, and no whole load is read back (analysis.study_cache, tested in test_study_cache.py): each
+    load goes through the per-run cache."""
     monkeypatch.setattr(analysis.cache, "RACY_S", 0.0)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    monkeypatch.setattr(analysis.study_cache.Kept, "read", lambda self: None)
 
 
 @pytest.fixture

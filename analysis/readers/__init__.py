@@ -59,7 +59,7 @@ class RecordStore(Protocol):
 
 def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, model: str | None = None,
              include_incomplete: bool = False, store: RecordStore | None = None,
-             mapper: Callable = map) -> pd.DataFrame:
+             mapper: Callable = map, walks: list[Walk] | None = None) -> pd.DataFrame:
     """One row per usable run under ``paths``, indexed 0..n-1.
 
     Each path is a tree or a folder of trees; a run's ``label`` is the folder of
@@ -78,23 +78,15 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     folder in the same state stands for the folder's ``meta.json``, and the
     records read are given to it. ``mapper(function, chunks)``: how the other
     ``meta.json`` files are read, chunk by chunk, results in order (default:
-    here; ``analysis.parallel.Workers.map`` reads them in processes). Equal
+    here; ``analysis.parallel.Workers.map`` reads them in processes).
+    ``walks``: what ``walk_trees(paths, labels)`` gave, when it was called already. Equal
     ``sensors``, ``host``, ``unavailable`` and ``idle`` mappings of different
     runs are one object.
     Raises ``ValueError`` when the number of ``labels`` is not that of ``paths``
     or when two of ``paths`` would give the same default label (name them with
     ``labels``), ``NoUsableRuns`` when no run is found.
     """
-    if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} trees: give one label per tree")
-    walks = []
-    for i, root in enumerate(paths):
-        root = Path(root)
-        if not root.is_dir():
-            raise NoUsableRuns(f"{root}: not a folder")
-        if root.resolve() in [Path(p).resolve() for p in paths[:i]]:
-            raise ValueError(f"{root}: given twice")
-        walks.append(_walk(root))
+    walks = walks if walks is not None else walk_trees(paths, labels)
     found = _records([entry for walk in walks for entry in walk.runs], model, store, mapper)
     records, root_of, seen, offset = [], {}, {}, 0
     for i, walk in enumerate(walks):
@@ -120,6 +112,24 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
         info["phases"] = None
     return info[["label", *DIMENSIONS, *extra, "run", *CONSTANTS, "path", "tree", "sensors", "idle", "host",
                  "unavailable", "phases", "root", "key", "messages"]]
+
+
+def walk_trees(paths: Sequence[Path], labels: Sequence[str] | None = None) -> list[Walk]:
+    """The run folders under each of ``paths`` (``Walk``: each folder holding ``SAMPLES_FILE`` with the state
+    of its files, ``run_key``; the incomplete folders without samples, with their status), in walk order:
+    folders in natural order of their names. Raises ``ValueError`` when the number of ``labels`` is not that
+    of ``paths`` or a path is given twice, ``NoUsableRuns`` when a path is not a folder."""
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"{len(labels)} labels for {len(paths)} trees: give one label per tree")
+    walks = []
+    for i, root in enumerate(paths):
+        root = Path(root)
+        if not root.is_dir():
+            raise NoUsableRuns(f"{root}: not a folder")
+        if root.resolve() in [Path(p).resolve() for p in paths[:i]]:
+            raise ValueError(f"{root}: given twice")
+        walks.append(_walk(root))
+    return walks
 
 
 def run_key(folder: str, filenames: Iterable[str]) -> str:
@@ -160,13 +170,14 @@ class _Folder(NamedTuple):
     relpath: str   # under root
 
 
-class _Walk(NamedTuple):
+class Walk(NamedTuple):
+    """One tree as walked."""
     root: Path
     entries: list  # in walk order: a run (an index into ``runs``) or an incomplete folder without samples (text)
     runs: list     # the _Folder of each folder holding SAMPLES_FILE
 
 
-def _walk(root: Path) -> _Walk:
+def _walk(root: Path) -> Walk:
     """The run folders under ``root`` in walk order (folders in natural order of their names), each with its
     tree (the nearest folder holding ``study.json``, else ``root``)."""
     entries, runs, tree_of = [], [], {}  # tree_of: folder (as walked) -> its tree
@@ -189,7 +200,7 @@ def _walk(root: Path) -> _Walk:
         entries.append(len(runs))
         runs.append(_Folder(root, Path(dirpath), runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
                             dirpath[skip:] if dirpath != top else "."))
-    return _Walk(root, entries, runs)
+    return Walk(root, entries, runs)
 
 
 def _listings(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -256,7 +267,7 @@ def _records(runs: list[tuple], model: str | None, store: RecordStore | None, ma
     return found
 
 
-def _select(walk: _Walk, found: list, label: str | None, include_incomplete: bool,
+def _select(walk: Walk, found: list, label: str | None, include_incomplete: bool,
             seen: dict[tuple, Path]) -> list[dict]:
     """The records of the runs of one walk that are kept; ``seen``: the folder of each (label, identity, run)
     kept so far. Each record's warnings are issued."""

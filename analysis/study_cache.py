@@ -1,0 +1,217 @@
+"""Whole loads kept: the tables a load gave, read back while every file it read is as it was.
+
+The per-run cache (``analysis.cache``) spares reading and reducing a run
+again; a load of a large tree from it still builds every record, the tables
+and their identity columns. This cache keeps what ``load_study`` returned
+(``runs``, ``quantities``, ``info``) and the warnings it issued, in
+``loads/<digest>/`` inside the first tree's cache folder
+(``analysis.cache.folders``).
+
+- Digest: this code (``analysis.cache.tag`` and the sources of the tables and
+  of this module), the load's arguments (the paths as given and as absolute
+  paths, labels, model, ``include_incomplete``) and the walk of every tree:
+  each run folder's relative path, its tree and ``readers.run_key`` (size,
+  mtime, ctime and inode of each of its files), and each incomplete folder
+  without samples with its status. A run changed, added, removed or resumed
+  gives another digest.
+- The idle recordings the runs name lie outside the run folders: their state
+  (``Kept.IDLE_KEY``) is kept beside the tables and checked before they are
+  used.
+- Not kept: a load that raised, or whose files (runs or idle recordings)
+  changed less than ``analysis.cache.RACY_S`` before it began. At most
+  ``KEPT`` loads per folder; the oldest go.
+- Files: parquet (pyarrow), ``info``'s mappings and paths as JSON text, each
+  distinct value once; written into a temporary folder renamed into place.
+  Failures never fail a load: a load that cannot be read back is done again,
+  one that cannot be written is not kept (the per-run cache says so).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import cache, readers
+from .problems import Message
+
+KEPT = 4  # loads kept per cache folder
+FOLDER = "loads"
+TABLES = ("runs", "quantities", "info")
+SOURCES = ("tables.py", "problems.py", "study_cache.py")  # besides analysis.cache.CODE
+PATH, TUPLE = "\x00path", "\x00tuple"  # tags of the values JSON has no type for
+KINDS = b"study_cache.kinds"  # the parquet metadata naming how each encoded column is restored
+
+
+def _digest(paths: Sequence[Path], walks: list[readers.Walk], labels: Sequence[str] | None, model: str | None,
+            include_incomplete: bool) -> str:
+    """The name of a load's tables: a hash of this code, the arguments and the walk of every tree (hex)."""
+    hashed = hashlib.sha256(cache.tag().encode())
+    for name in SOURCES:
+        hashed.update((Path(__file__).parent / name).read_bytes())
+    hashed.update(json.dumps([[str(p) for p in paths], [str(Path(p).absolute()) for p in paths],
+                              list(labels) if labels is not None else None, model, include_incomplete]).encode())
+    for walk in walks:
+        hashed.update(f"\x00{walk.root}\x00".encode())
+        for entry in walk.entries:
+            if isinstance(entry, str):  # an incomplete folder without samples, with its status
+                hashed.update(f"{entry}\n".encode())
+            else:
+                run = walk.runs[entry]
+                hashed.update(f"{run.relpath}\x00{run.ours}\x00{run.tree}\x00{run.key}\n".encode())
+    return hashed.hexdigest()[:32]
+
+
+class Kept:
+    """The kept tables of the load of ``paths`` (walked: ``walks``) with the other arguments of
+    ``load_study``: ``read`` them back, or ``write`` them after the load."""
+
+    def __init__(self, paths: Sequence[Path], walks: list[readers.Walk], labels: Sequence[str] | None,
+                 model: str | None, include_incomplete: bool):
+        self.started_ns = time.time_ns()
+        self.name = _digest(paths, walks, labels, model, include_incomplete)
+        self.keys = [run.key for walk in walks for run in walk.runs]
+        self.folders = [folder / FOLDER for folder in cache.folders(Path(paths[0]))]
+
+    def read(self) -> tuple[dict[str, pd.DataFrame], list[Message]] | None:
+        """``({table name: table}, warnings the load issued)``, or None when no sound copy is kept or an idle
+        recording it used changed since."""
+        for folder in self.folders:
+            here = folder / self.name
+            try:
+                about = json.loads((here / "about.json").read_text(encoding="utf-8"))
+                if any(_idle_key(Path(path)) != key for path, key in about["idle"]):
+                    return None
+                tables = {name: _decoded(pq.read_table(here / f"{name}.parquet")) for name in TABLES}
+            except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+                continue  # not here, being replaced, or damaged
+            finally:
+                pa.default_memory_pool().release_unused()
+            return tables, [tuple(message) for message in about["messages"]]
+        return None
+
+    def write(self, tables: dict[str, pd.DataFrame], messages: list[Message]) -> None:
+        """Keep ``tables`` (``TABLES``) and ``messages``, unless a file the load read changed in the
+        ``RACY_S`` before it began or something cannot be kept; never raises."""
+        settled_ns = self.started_ns - int(cache.RACY_S * 1e9)
+        info = tables["info"]
+        idle = sorted({str(Path(tree) / about["recording"]) for tree, about in zip(info["tree"], info["idle"])
+                       if isinstance(about, dict) and about.get("recording")})
+        keys = [_idle_key(Path(path)) for path in idle]
+        if not all(cache.settled(key, settled_ns) for key in self.keys) \
+                or not all(key == "missing" or cache.settled(key, settled_ns) for key in keys):
+            return
+        try:
+            encoded = {name: _encoded(table) for name, table in tables.items()}
+            about = json.dumps({"idle": list(zip(idle, keys)), "messages": messages})
+        except (TypeError, ValueError, pa.ArrowException):  # a value this format cannot hold exactly
+            return
+        for folder in self.folders:
+            temporary = folder / f".{self.name}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                temporary.mkdir(parents=True)
+                for name, table in encoded.items():
+                    pq.write_table(table, temporary / f"{name}.parquet")
+                (temporary / "about.json").write_text(about, encoding="utf-8")
+                try:
+                    os.rename(temporary, folder / self.name)
+                except OSError:  # kept by another load meanwhile
+                    pass
+                _forget_old(folder)
+                return
+            except OSError:
+                continue  # the next folder, else not kept
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _idle_key(path: Path) -> str:
+    """The state of an idle recording: ``size:mtime_ns:ctime_ns:inode`` as ``run_key`` gives each file's, or
+    ``missing``."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+def _forget_old(folder: Path) -> None:
+    """Remove all but the ``KEPT`` loads of ``folder`` written last."""
+    try:
+        kept = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime_ns)
+    except OSError:
+        return
+    for old in kept[:-KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _encoded(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as a parquet-ready table: columns of objects (paths, mappings, lists) as dictionaries of their
+    JSON text (``_tagged``), each distinct object written once; the others as pyarrow keeps them."""
+    kinds, columns = {}, {}
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype != object:
+            columns[name] = values
+            continue
+        objects = values.to_numpy()
+        kinds[name] = "path" if len(objects) and all(type(v) is type(objects[0]) and isinstance(v, Path)
+                                                     for v in objects) else "json"
+        texts, memo = [], {}
+        for value in objects:
+            text = memo.get(id(value))
+            if text is None:
+                text = memo[id(value)] = str(value) if kinds[name] == "path" else json.dumps(_tagged(value))
+            texts.append(text)
+        columns[name] = pd.Categorical(texts)
+    table = pa.Table.from_pandas(pd.DataFrame(columns, index=frame.index), preserve_index=True)
+    return table.replace_schema_metadata({**table.schema.metadata, KINDS: json.dumps(kinds).encode()})
+
+
+def _decoded(table: pa.Table) -> pd.DataFrame:
+    """A table ``_encoded`` wrote, as the frame it was: each distinct object decoded once, rows of equal
+    value sharing it (as ``readers.discover`` shares equal mappings)."""
+    kinds = json.loads(table.schema.metadata[KINDS])
+    frame = table.to_pandas()
+    for name, kind in kinds.items():
+        values = frame[name].array
+        decoded = [Path(text) if kind == "path" else json.loads(text, object_hook=_untagged)
+                   for text in values.categories]
+        objects = np.empty(len(decoded) + 1, dtype=object)
+        objects[:-1] = decoded  # the last: a missing value's code, -1 (none is written)
+        frame[name] = pd.Series(objects[values.codes], index=frame.index, dtype=object)
+    return frame
+
+
+def _tagged(value: object) -> object:
+    """``value`` with what JSON would change tagged: a path, a tuple. ``TypeError`` for anything JSON cannot
+    give back as it was (a mapping with keys that are not text, an object of another type)."""
+    if value is None or type(value) in (str, bool, int) or isinstance(value, float):  # numpy's floats: floats
+        return value
+    if isinstance(value, Path):
+        return {PATH: str(value)}
+    if isinstance(value, list):
+        return [_tagged(v) for v in value]
+    if isinstance(value, tuple):
+        return {TUPLE: [_tagged(v) for v in value]}
+    if isinstance(value, dict) and all(type(k) is str for k in value):
+        return {k: _tagged(v) for k, v in value.items()}
+    raise TypeError(f"{type(value).__name__} is not kept")
+
+
+def _untagged(mapping: dict) -> object:
+    if len(mapping) == 1:
+        if PATH in mapping:
+            return Path(mapping[PATH])
+        if TUPLE in mapping:
+            return tuple(mapping[TUPLE])
+    return mapping
