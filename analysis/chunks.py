@@ -16,7 +16,7 @@ from pandas.api.types import union_categoricals
 from . import phases, readers, reduce
 from .problems import Message, captured
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 32 << 20
 WINDOW_COLUMNS = ["window_s", "window_complete", "gpu_domain"]
 LABELS = ["domain", "quantity", "unit", "source", "method"]  # categories in the rows
 
