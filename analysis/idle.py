@@ -68,8 +68,9 @@ def baselines(info: pd.DataFrame,
 
 
 def recording_power(path: Path, sensors: dict) -> pd.DataFrame:
-    """Mean power of every energy domain of one idle recording, NaN for all when it was not idle. A recording
-    that other work shared is warned about as a run's window is (``reduce.warn_other_load``)."""
+    """Mean power of every energy domain of one idle recording, NaN for all when it was not idle (one
+    warning). A recording that other work shared without making it busy is warned about as a run's window is
+    (``reduce.warn_other_load``)."""
     info = pd.DataFrame({"path": [path.parent], "sensors": [sensors]})
     frame = next(ours.frames([(0, path)]), None)
     if frame is None:
@@ -77,15 +78,16 @@ def recording_power(path: Path, sensors: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=["domain", "idle_power_w", "note"])
     load = _machine_load(frame, (sensors.get("host") or {}).get("logical_cpus"))
     rows, windows = reduce.samples(frame, info)
-    reduce.warn_other_load(rows, info["path"])
     energy = rows[rows["quantity"] == "energy_j"]
     power = energy["value"].to_numpy() / windows["window_s"].iloc[0]
     note = energy["note"].to_numpy()
-    if load is not None and load >= BUSY_LOAD:
+    if load is not None and load >= BUSY_LOAD:  # one warning: the other work is what made it busy
         reason = (f"idle baseline recorded while the machine was busy (CPU load {load:.0%} of all CPUs, "
                   f"{path.name}); not used")
         warn(f"{path}: {reason}")
         power, note = np.full(len(power), np.nan), np.full(len(power), reason, dtype=object)
+    else:
+        reduce.warn_other_load(rows, info["path"])
     return pd.DataFrame({"domain": energy["domain"].to_numpy(), "idle_power_w": power, "note": note})
 
 

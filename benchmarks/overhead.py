@@ -297,12 +297,14 @@ def zeus() -> ThreadsOf | str:
 
 
 def configurations(sensors: list, folder: Path, device: torch.device) -> dict[str, object]:
-    """Every configuration by name, default ones first: a measurer, or why it cannot run here (text)."""
+    """Every configuration by name, default ones first: a measurer, or why it cannot run here (text); the
+    peers as functions that give one, called only for a run that asks for them (``chosen``): a peer not
+    asked for is not even imported."""
     ticks = tick_source(device)
     p = ABLATION_PERIOD_S
     found = {f"ours_p{period:g}": OurRecorder(f"ours_p{period:g}", sensors, folder, period, ticks)
              for period in PERIODS_S}
-    found["codecarbon"], found["zeus"] = codecarbon(), zeus()
+    found["codecarbon"], found["zeus"] = codecarbon, zeus
     found.update({
         "timer_ignored": EmptyTicks("timer_ignored", "timer", p),
         "handler_empty": EmptyTicks("handler_empty", "handler", p),
@@ -477,8 +479,9 @@ def chosen(args: argparse.Namespace, everything: dict[str, object]) -> tuple[lis
     unknown = sorted(set(names) - set(everything))
     if unknown:
         raise SystemExit(f"error: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(everything)}")
-    measurers = [everything[n] for n in names if not isinstance(everything[n], str)]
-    unavailable = {n: everything[n] for n in names if isinstance(everything[n], str)}
+    made = {n: everything[n]() if callable(everything[n]) else everything[n] for n in names}  # a peer, now
+    measurers = [m for m in made.values() if not isinstance(m, str)]
+    unavailable = {n: m for n, m in made.items() if isinstance(m, str)}
     if not measurers:
         raise SystemExit("error: none of the configurations asked for can run here: "
                          + "; ".join(f"{n}: {why}" for n, why in unavailable.items()))

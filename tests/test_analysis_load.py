@@ -226,13 +226,19 @@ def test_an_idle_recording_of_a_busy_machine_is_not_a_baseline(tmp_path):
     write_run(tmp_path, idle_power_w={"gpu0": 20.0})
     folder = write_run(tmp_path, run=1)
     recording = write_idle(tmp_path, {"gpu0": 20.0}, name="idle_busy.json",
-                           extra={"host.busy_cpu_s": list(np.linspace(100.0, 104.0, 11))})  # 4 of 8 CPUs busy 1 s
+                           extra={"host.busy_cpu_s": list(np.linspace(100.0, 104.0, 11)),  # 4 of 8 CPUs busy 1 s
+                                  "process.cpu_s": list(np.linspace(5.0, 5.1, 11))})  # by other work
     meta = json.loads((folder / "meta.json").read_text())
     meta["idle"] = {"recording": recording}
     meta["sensors"]["host"] = {"sensor": "process", "source": "measured", "channels": ["host.busy_cpu_s"],
                                "counter_wrap_j": None, "logical_cpus": 8}
     (folder / "meta.json").write_text(json.dumps(meta))
-    study = load_warned(tmp_path, r"idle_busy.json: idle baseline recorded while the machine was busy \(CPU load 50%")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = load_study(tmp_path, cache=False)
+    said = [str(w.message) for w in caught if re.search(r"idle_busy.json|idle: other processes", str(w.message))]
+    assert len(said) == 1, said  # the busy recording, said once (not again as a window other work shared)
+    assert re.search(r"idle_busy.json: idle baseline recorded while the machine was busy \(CPU load 50%", said[0])
     assert energy(study, "gpu", "idle_power_w", run=0) == pytest.approx(20.0)
     assert math.isnan(energy(study, "gpu", "dynamic_energy_per_inference_j", run=1))
     dynamic = study.quantities.query("run == 1 and domain == 'gpu' and quantity == 'dynamic_energy_per_inference_j'")

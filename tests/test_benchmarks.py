@@ -1,6 +1,8 @@
 """Smoke tests of the benchmark scripts: a tiny configuration runs and ends with sane key=value figures."""
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,22 @@ def test_integration_accuracy_tiny_run():
     assert 0 <= float(keys["counter_stalled_aligned_share"]) <= 1
     assert 0 < float(keys["counter_stalled_error_pct"]) <= float(keys["counter_stalled_error_p95_pct"])
 
+
+
+def test_overhead_makes_a_peer_only_when_asked_for(monkeypatch):
+    spec = importlib.util.spec_from_file_location("overhead_script", BENCHMARKS / "overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, overhead)  # its dataclasses look their module up
+    spec.loader.exec_module(overhead)
+    made = []
+
+    def peer():
+        made.append("peer")
+        return "cannot run here"
+
+    everything = {"ours_p0.1": object(), "codecarbon": peer}
+    measurers, unavailable = overhead.chosen(argparse.Namespace(only=["ours_p0.1"], ablation=False), everything)
+    assert len(measurers) == 1 and not unavailable and not made  # not asked for: never built, never imported
+    with pytest.raises(SystemExit, match="none of the configurations"):
+        overhead.chosen(argparse.Namespace(only=["codecarbon"], ablation=False), everything)
+    assert made == ["peer"]

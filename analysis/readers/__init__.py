@@ -87,12 +87,15 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
     ``labels``), ``NoUsableRuns`` when no run is found.
     """
     walks = walks if walks is not None else walk_trees(paths, labels)
-    found = _records([entry for walk in walks for entry in walk.runs], model, store, mapper)
+    runs = [run for walk in walks for run in walk.runs]
+    folders = [Path(run.dirpath) for run in runs]
+    found = _records(runs, folders, model, store, mapper)
     records, root_of, seen, offset = [], {}, {}, 0
     for i, walk in enumerate(walks):
         # under labels given, a label may gather several paths: a run is a duplicate across them
-        kept = _select(walk, found[offset:offset + len(walk.runs)], labels[i] if labels else None,
-                       include_incomplete, seen if labels else {})
+        mine = slice(offset, offset + len(walk.runs))
+        kept = _select(walk, found[mine], folders[mine], labels[i] if labels else None, include_incomplete,
+                       seen if labels else {})
         offset += len(walk.runs)
         if labels is None:
             for label in dict.fromkeys(record["label"] for record in kept):
@@ -161,9 +164,10 @@ def _natural(name: str) -> list:
 
 
 class _Folder(NamedTuple):
-    """A folder holding SAMPLES_FILE, as walked."""
+    """A folder holding SAMPLES_FILE, as walked (its path as text: a ``Path`` each is made only when the runs
+    are read, not when a kept load is read back)."""
     root: Path
-    folder: Path
+    dirpath: str
     ours: bool     # it has a meta.json
     key: str       # run_key
     tree: Path
@@ -184,11 +188,12 @@ def _walk(root: Path) -> Walk:
     top = os.fspath(root)
     skip = len(top) + (0 if top.endswith("/") else 1)
     for dirpath, dirnames, filenames in _listings(top):
-        dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
-        tree = tree_of.get(os.path.dirname(dirpath), root)
+        tree = tree_of.get(dirpath.rpartition("/")[0], root)  # top's subfolders: root (top as given may end in /)
         if runtree.STUDY_FILE in filenames:
             tree = Path(dirpath)
-        tree_of[dirpath] = tree
+        if dirnames:  # a run folder has none: its tree is never looked up
+            dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
+            tree_of[dirpath] = tree
         if SAMPLES_FILE not in filenames:
             folder = Path(dirpath)
             status = runtree.read_status(folder) if runtree.META_FILE in filenames else None
@@ -198,7 +203,7 @@ def _walk(root: Path) -> Walk:
                 entries.append(f"{folder.relative_to(root)} ({status}, no samples)")
             continue
         entries.append(len(runs))
-        runs.append(_Folder(root, Path(dirpath), runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
+        runs.append(_Folder(root, dirpath, runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
                             dirpath[skip:] if dirpath != top else "."))
     return Walk(root, entries, runs)
 
@@ -217,21 +222,19 @@ def _listings(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
             continue
         dirnames, filenames, links = [], [], set()
         for entry in found:
-            if _is_folder(entry):
+            try:
+                folder = entry.is_dir()
+            except OSError:  # as os.walk: not a folder
+                folder = False
+            if folder:
                 dirnames.append(entry.name)
                 if entry.is_symlink():
                     links.add(entry.name)
             else:
                 filenames.append(entry.name)
         yield dirpath, dirnames, filenames
-        stack.extend(os.path.join(dirpath, name) for name in reversed(dirnames) if name not in links)
-
-
-def _is_folder(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # as os.walk: not a folder
-        return False
+        prefix = dirpath if dirpath.endswith("/") else f"{dirpath}/"
+        stack.extend(prefix + name for name in reversed(dirnames) if name not in links)
 
 
 RECORDS_PER_CHUNK = 256  # meta.json files read per task
@@ -240,21 +243,24 @@ RECORDS_PER_CHUNK = 256  # meta.json files read per task
 SHARED = ("sensors", "host", "unavailable", "idle")  # mappings most runs of a tree hold equal
 
 
-def _records(runs: list[tuple], model: str | None, store: RecordStore | None, mapper) -> list[tuple]:
-    """``(record or None, messages)`` of each run folder: kept from an earlier reading (``store``) or read."""
-    found: list = [store.get(run.root, run.relpath, run.key, run.folder) if store else None for run in runs]
+def _records(runs: list[_Folder], folders: list[Path], model: str | None, store: RecordStore | None,
+             mapper) -> list[tuple]:
+    """``(record or None, messages)`` of each run folder (``folders``: their paths): kept from an earlier
+    reading (``store``) or read."""
+    found: list = [store.get(run.root, run.relpath, run.key, folder) if store else None
+                   for run, folder in zip(runs, folders)]
     unread = [i for i, run in enumerate(runs) if run.ours and found[i] is None]
     chunks = [unread[at:at + RECORDS_PER_CHUNK] for at in range(0, len(unread), RECORDS_PER_CHUNK)]
     shared: dict[str, dict] = {}
-    for chunk, read in zip(chunks, mapper(ours.records, [[runs[i].folder for i in chunk] for chunk in chunks])):
+    for chunk, read in zip(chunks, mapper(ours.records, [[folders[i] for i in chunk] for chunk in chunks])):
         for i, (record, messages) in zip(chunk, read):
             if record is not None:
                 record.update({k: shared.setdefault(json.dumps(record[k]), record[k]) for k in SHARED})
                 if store:
-                    store.put(runs[i].root, runs[i].folder, record)
+                    store.put(runs[i].root, folders[i], record)
             found[i] = (record, messages)
-    for i, (root, folder, is_ours, *_) in enumerate(runs):
-        if is_ours:
+    for i, (run, folder) in enumerate(zip(runs, folders)):
+        if run.ours:
             continue
         if found[i] is None:  # an AIPowerMeter folder is recognised by its first line
             with captured() as messages:
@@ -263,21 +269,21 @@ def _records(runs: list[tuple], model: str | None, store: RecordStore | None, ma
                     warn(f"{folder / SAMPLES_FILE}: {why}; run skipped")
             found[i] = (known or None, messages)
         if found[i][0] is not None:  # its record comes from its path, and from the model named
-            found[i] = (aipowermeter.record(folder, model, root), found[i][1])
+            found[i] = (aipowermeter.record(folder, model, run.root), found[i][1])
     return found
 
 
-def _select(walk: Walk, found: list, label: str | None, include_incomplete: bool,
+def _select(walk: Walk, found: list, folders: list[Path], label: str | None, include_incomplete: bool,
             seen: dict[tuple, Path]) -> list[dict]:
-    """The records of the runs of one walk that are kept; ``seen``: the folder of each (label, identity, run)
-    kept so far. Each record's warnings are issued."""
+    """The records of the runs of one walk (``folders``: their paths) that are kept; ``seen``: the folder of
+    each (label, identity, run) kept so far. Each record's warnings are issued."""
     records, skipped, label_of, identity_of = [], [], {}, {}
     root = walk.root
     for entry in walk.entries:
         if isinstance(entry, str):
             skipped.append(entry)
             continue
-        _, folder, _, key, tree, _ = walk.runs[entry]
+        folder, key, tree = folders[entry], walk.runs[entry].key, walk.runs[entry].tree
         record, messages = found[entry]
         reissue(messages)
         if record is None:
