@@ -92,7 +92,7 @@ class Kept:
                 if any(_idle_key(Path(path)) != key for path, key in about["idle"]):
                     return None
                 tables = {name: _decoded(pq.read_table(here / f"{name}.parquet")) for name in TABLES}
-            except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
                 continue  # not here, being replaced, or damaged
             finally:
                 pa.default_memory_pool().release_unused()
