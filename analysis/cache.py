@@ -171,8 +171,12 @@ class _Decoded(Sequence):
 
 
 def settled(key: str, settled_ns: int) -> bool:
-    """Whether every file of a key last changed (mtime and ctime) before ``settled_ns``."""
-    times = [int(t) for part in key.split(";") if part for t in part.split(":")[2:4]]
+    """Whether every file of a key last changed (mtime and ctime) before ``settled_ns``; False for a key it
+    cannot read (``missing``, a file name holding ``;``)."""
+    try:
+        times = [int(t) for part in key.split(";") if part for t in part.rsplit(":", 4)[2:4]]  # a name may hold ":"
+    except ValueError:
+        return False
     return bool(times) and max(times) < settled_ns
 
 

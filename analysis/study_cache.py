@@ -3,8 +3,8 @@
 The per-run cache (``analysis.cache``) spares reading and reducing a run
 again; a load of a large tree from it still builds every record, the tables
 and their identity columns. This cache keeps what ``load_study`` returned
-(``runs``, ``quantities``, ``info``) and the warnings it issued, in
-``loads/<digest>/`` inside the first tree's cache folder
+(``runs``, ``quantities``, ``info``) and the ``AnalysisWarning``s it issued,
+in ``loads/<digest>/`` inside the first tree's cache folder
 (``analysis.cache.folders``).
 
 - Digest: this code (``analysis.cache.tag`` and the sources of the tables and
@@ -15,11 +15,13 @@ and their identity columns. This cache keeps what ``load_study`` returned
   without samples with its status. A run changed, added, removed or resumed
   gives another digest.
 - The idle recordings the runs name lie outside the run folders: their state
-  (``Kept.IDLE_KEY``) is kept beside the tables and checked before they are
-  used.
-- Not kept: a load that raised, or whose files (runs or idle recordings)
-  changed less than ``analysis.cache.RACY_S`` before it began. At most
-  ``KEPT`` loads per folder; the oldest go.
+  (``_idle_key``) is kept beside the tables and checked before they are used;
+  a copy found stale or damaged is written again by the load done instead.
+- Not kept: a load that raised, one whose files (runs or idle recordings)
+  changed less than ``analysis.cache.RACY_S`` before it began or that names a
+  missing idle recording, and tables parquet would not give back with the
+  same columns, types and index. At most ``KEPT`` loads per folder; the
+  oldest go, and so do temporary folders older than ``ABANDONED_S``.
 - Files: parquet (pyarrow), ``info``'s mappings and paths as JSON text, each
   distinct value once; written into a temporary folder renamed into place.
   Failures never fail a load: a load that cannot be read back is done again,
@@ -42,9 +44,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import cache, readers
-from .problems import Message
+from .problems import AnalysisWarning, Message
 
 KEPT = 4  # loads kept per cache folder
+ABANDONED_S = 3600  # a temporary folder this old was left by a load that did not finish writing
 FOLDER = "loads"
 TABLES = ("runs", "quantities", "info")
 SOURCES = ("tables.py", "problems.py", "study_cache.py")  # besides analysis.cache.CODE
@@ -59,7 +62,8 @@ def _digest(paths: Sequence[Path], walks: list[readers.Walk], labels: Sequence[s
     for name in SOURCES:
         hashed.update((Path(__file__).parent / name).read_bytes())
     hashed.update(json.dumps([[str(p) for p in paths], [str(Path(p).absolute()) for p in paths],
-                              list(labels) if labels is not None else None, model, include_incomplete]).encode())
+                              list(labels) if labels is not None else None, model, include_incomplete],
+                             default=lambda value: f"{type(value).__qualname__}:{value!r}").encode())
     for walk in walks:
         hashed.update(f"\x00{walk.root}\x00".encode())
         for entry in walk.entries:
@@ -90,30 +94,38 @@ class Kept:
             try:
                 about = json.loads((here / "about.json").read_text(encoding="utf-8"))
                 if any(_idle_key(Path(path)) != key for path, key in about["idle"]):
-                    return None
+                    return None  # written again by this load
+                messages = [(category, message) for category, message in about["messages"]
+                            if isinstance(category, str) and isinstance(message, str)]
+                if len(messages) != len(about["messages"]):
+                    raise ValueError("not a list of warnings")
                 tables = {name: _decoded(pq.read_table(here / f"{name}.parquet")) for name in TABLES}
             except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
-                continue  # not here, being replaced, or damaged
+                continue  # not here, being replaced, or damaged (written again by this load)
             finally:
                 pa.default_memory_pool().release_unused()
-            return tables, [tuple(message) for message in about["messages"]]
+            return tables, messages
         return None
 
     def write(self, tables: dict[str, pd.DataFrame], messages: list[Message]) -> None:
-        """Keep ``tables`` (``TABLES``) and ``messages``, unless a file the load read changed in the
-        ``RACY_S`` before it began or something cannot be kept; never raises."""
+        """Keep ``tables`` (``TABLES``) and the ``AnalysisWarning``s of ``messages`` (the others are about
+        the load, not the tree: a library's deprecation, say), replacing a copy kept under the same digest,
+        unless a file the load read changed in the ``RACY_S`` before it began, an idle recording is missing
+        (it may have gone after it was read), or the tables would not come back as they are; never raises."""
         settled_ns = self.started_ns - int(cache.RACY_S * 1e9)
         info = tables["info"]
         idle = sorted({str(Path(tree) / about["recording"]) for tree, about in zip(info["tree"], info["idle"])
                        if isinstance(about, dict) and about.get("recording")})
         keys = [_idle_key(Path(path)) for path in idle]
-        if not all(cache.settled(key, settled_ns) for key in self.keys) \
-                or not all(key == "missing" or cache.settled(key, settled_ns) for key in keys):
+        if not all(cache.settled(key, settled_ns) for key in [*self.keys, *keys]):  # "missing": never settled
             return
         try:
             encoded = {name: _encoded(table) for name, table in tables.items()}
-            about = json.dumps({"idle": list(zip(idle, keys)), "messages": messages})
-        except (TypeError, ValueError, pa.ArrowException):  # a value this format cannot hold exactly
+            if any(not _same_shape(_decoded(encoded[name]), table) for name, table in tables.items()):
+                return  # a type parquet does not give back (a category of numbers, say)
+            about = json.dumps({"idle": list(zip(idle, keys)),
+                                "messages": [m for m in messages if m[0] == AnalysisWarning.__name__]})
+        except (TypeError, ValueError, AttributeError, pa.ArrowException):  # a value this format cannot hold
             return
         for folder in self.folders:
             temporary = folder / f".{self.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -122,13 +134,10 @@ class Kept:
                 for name, table in encoded.items():
                     pq.write_table(table, temporary / f"{name}.parquet")
                 (temporary / "about.json").write_text(about, encoding="utf-8")
-                try:
-                    os.rename(temporary, folder / self.name)
-                except OSError:  # kept by another load meanwhile
-                    pass
+                _replace(temporary, folder / self.name)
                 _forget_old(folder)
                 return
-            except OSError:
+            except (OSError, ValueError, TypeError, pa.ArrowException):
                 continue  # the next folder, else not kept
             finally:
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -144,13 +153,26 @@ def _idle_key(path: Path) -> str:
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
-def _forget_old(folder: Path) -> None:
-    """Remove all but the ``KEPT`` loads of ``folder`` written last."""
+def _replace(temporary: Path, target: Path) -> None:
+    """Rename the folder ``temporary`` to ``target``, removing a folder there first (a copy found stale or
+    damaged, or the same tables kept by another load meanwhile: either way the new one is right)."""
     try:
-        kept = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime_ns)
+        os.rename(temporary, target)
+    except OSError:
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(temporary, target)
+
+
+def _forget_old(folder: Path) -> None:
+    """Remove all but the ``KEPT`` loads of ``folder`` written last, and temporary folders older than
+    ``ABANDONED_S`` (left by a load that was killed while it wrote)."""
+    try:
+        found = [(p, p.stat().st_mtime_ns) for p in folder.iterdir()]
     except OSError:
         return
-    for old in kept[:-KEPT]:
+    kept = sorted((item for item in found if not item[0].name.startswith(".")), key=lambda item: item[1])
+    abandoned = [p for p, mtime in found if p.name.startswith(".") and mtime < time.time_ns() - ABANDONED_S * 1e9]
+    for old in [p for p, _ in kept[:-KEPT]] + abandoned:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -173,23 +195,36 @@ def _encoded(frame: pd.DataFrame) -> pa.Table:
                 text = memo[id(value)] = str(value) if kinds[name] == "path" else json.dumps(_tagged(value))
             texts.append(text)
         columns[name] = pd.Categorical(texts)
-    table = pa.Table.from_pandas(pd.DataFrame(columns, index=frame.index), preserve_index=True)
+    table = pa.Table.from_pandas(pd.DataFrame(columns, index=frame.index), preserve_index=None)  # a range: kept as such
     return table.replace_schema_metadata({**table.schema.metadata, KINDS: json.dumps(kinds).encode()})
 
 
 def _decoded(table: pa.Table) -> pd.DataFrame:
-    """A table ``_encoded`` wrote, as the frame it was: each distinct object decoded once, rows of equal
-    value sharing it (as ``readers.discover`` shares equal mappings)."""
+    """A table ``_encoded`` wrote, as the frame it was: each distinct value decoded once; rows of equal value
+    share it where it cannot be changed (text, numbers, paths, None) or where a load shares it too (the
+    mappings of ``readers.SHARED``), and each row has its own list or mapping elsewhere."""
     kinds = json.loads(table.schema.metadata[KINDS])
     frame = table.to_pandas()
     for name, kind in kinds.items():
         values = frame[name].array
-        decoded = [Path(text) if kind == "path" else json.loads(text, object_hook=_untagged)
-                   for text in values.categories]
+        texts, codes = list(values.categories), values.codes
+        decoded = [Path(text) if kind == "path" else json.loads(text, object_hook=_untagged) for text in texts]
         objects = np.empty(len(decoded) + 1, dtype=object)
         objects[:-1] = decoded  # the last: a missing value's code, -1 (none is written)
-        frame[name] = pd.Series(objects[values.codes], index=frame.index, dtype=object)
+        column = objects[codes]
+        if name not in readers.SHARED:
+            mutable = np.array([isinstance(v, (list, dict)) for v in decoded] + [False])
+            for i in np.flatnonzero(mutable[codes]):
+                text = texts[codes[i]]
+                column[i] = [] if text == "[]" else json.loads(text, object_hook=_untagged)
+        frame[name] = pd.Series(column, index=frame.index, dtype=object)
     return frame
+
+
+def _same_shape(back: pd.DataFrame, frame: pd.DataFrame) -> bool:
+    """Whether a frame read back has the columns, types and index of the one written."""
+    return list(back.columns) == list(frame.columns) and back.dtypes.equals(frame.dtypes) \
+        and type(back.index) is type(frame.index) and back.index.equals(frame.index)
 
 
 def _tagged(value: object) -> object:

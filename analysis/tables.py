@@ -158,7 +158,7 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     walks = readers.walk_trees(paths, labels)
-    kept = study_cache.Kept(paths, walks, labels, model, include_incomplete) if cache else None
+    kept = study_cache.Kept(paths, walks, labels, model, include_incomplete) if cache and paths else None
     found = kept.read() if kept else None
     if found is not None:
         tables, messages = found
@@ -366,9 +366,12 @@ def _with_identity(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def _repeated(values: pd.Series, at: np.ndarray) -> pd.Series | pd.Categorical:
     """``values`` (a column of the runs table) at the positions ``at``: text as categories (each run's text
-    categorised once, its codes repeated), numbers as they are."""
-    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-        return values.to_numpy()[at]
+    categorised once, its codes repeated); anything else (numbers, a column mixing text and numbers, one with
+    no value) as it is."""
+    present = values.dropna()
+    if not len(present) or not (pd.api.types.is_string_dtype(values.dtype)
+                                and all(isinstance(v, str) for v in present.unique())):
+        return values.iloc[at].reset_index(drop=True)
     labels = _sorted_categories(pd.Categorical(values.to_numpy(dtype=object)))
     return pd.Categorical.from_codes(labels.codes[at], dtype=labels.dtype)
 

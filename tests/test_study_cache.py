@@ -4,6 +4,8 @@ or other code gives a load done again, never the tables kept."""
 import json
 import os
 import shutil
+import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,7 @@ import analysis.chunks
 import analysis.readers.ours
 import analysis.study_cache as kept
 from analysis import AnalysisWarning, NoUsableRuns, load_study
+from test_aipowermeter import SMI_2023, place
 from test_cache import gpu_energy, load
 from treegen import write_generation_run, write_idle, write_run, write_tree
 
@@ -183,3 +186,105 @@ def test_values_json_would_change_come_back_as_they_were():
     for unkept in ({1: "a key that is not text"}, object()):
         with pytest.raises(TypeError):
             kept._encoded(pd.DataFrame({"x": [unkept]}))
+
+
+def test_an_aipowermeter_tree_with_a_run_named_by_text_is_kept_and_read_back(tmp_path, reads):
+    for run in ("run_1", "warm"):  # runs 1 and "warm": numbers and text in one identity column
+        place(tmp_path, SMI_2023, "m", "input_8", run, latencies=[0.01] * 5)
+    first, said = load(tmp_path)
+    assert sorted(first.runs["run"], key=str) == [1, "warm"]
+    second, said_again = load(tmp_path)
+    assert reads["kept"] == 1 and said_again == said
+    assert_same(first, second)
+    assert first.quantities["task"].isna().all()  # AIPowerMeter's runs name no task: no value, as it was
+    assert isinstance(second.runs.index, pd.RangeIndex) and isinstance(second.quantities.index, pd.RangeIndex)
+
+
+def test_each_run_of_a_read_back_table_has_its_own_lists(tmp_path, reads):
+    for run in range(2):
+        write_generation_run(tmp_path, run=run)
+    load(tmp_path)
+    info = load(tmp_path)[0].info
+    assert reads["kept"] == 1
+    assert info["phases"].iloc[0] == info["phases"].iloc[1] and info["phases"].iloc[0] is not info["phases"].iloc[1]
+    assert info["messages"].iloc[0] is not info["messages"].iloc[1]
+    assert info["sensors"].iloc[0] is info["sensors"].iloc[1]  # equal mappings are one object, as in a load
+
+
+def test_a_copy_found_stale_is_replaced(tmp_path, reads):
+    write_run(tmp_path, idle_power_w={"gpu0": 10.0})
+    load(tmp_path)
+    write_idle(tmp_path, {"gpu0": 30.0})
+    load(tmp_path)  # the idle recording changed: done again, and kept in place of the stale copy
+    rows = load(tmp_path)[0].select("idle_power_w", "gpu")
+    assert reads["kept"] == 1 and rows["value"].item() == pytest.approx(30.0)
+    assert len(loads_kept(tmp_path)) == 1
+
+
+def test_a_load_with_a_missing_idle_recording_is_not_kept(tmp_path, reads):
+    write_run(tmp_path, idle_power_w={"gpu0": 10.0})
+    (tmp_path / "idle" / "idle_synthetic.json").unlink()  # gone: it may have gone after a load read it
+    for _ in range(2):
+        rows = load(tmp_path)[0].select("idle_power_w", "gpu")
+    assert reads["kept"] == 0 and rows.empty
+
+
+def test_an_idle_recording_named_with_colons_is_kept(tmp_path, reads):
+    folder = write_run(tmp_path, idle_power_w={"gpu0": 10.0})
+    recording = write_idle(tmp_path, {"gpu0": 20.0}, name="idle_2024-01-01T12:00:00.json")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["idle"] = {"recording": recording}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    load(tmp_path)
+    rows = load(tmp_path)[0].select("idle_power_w", "gpu")
+    assert reads["kept"] == 1 and rows["value"].item() == pytest.approx(20.0)
+
+
+def test_damaged_warnings_of_a_kept_load_are_a_load_done_again(tmp_path, reads):
+    write_run(tmp_path, status="failed")
+    write_run(tmp_path, run=1)
+    first, said = load(tmp_path)
+    (name,) = loads_kept(tmp_path)
+    about = tmp_path / ".analysis_cache" / analysis.cache.tag() / kept.FOLDER / name / "about.json"
+    about.write_text(json.dumps({**json.loads(about.read_text()), "messages": [["AnalysisWarning"]]}))
+    again, said_again = load(tmp_path)
+    assert reads["kept"] == 0 and said_again == said
+    assert_same(first, again)
+
+
+def test_no_path_is_no_usable_run():
+    with pytest.raises(NoUsableRuns):
+        load_study([])
+
+
+def test_a_temporary_folder_left_by_a_killed_load_is_removed(tmp_path):
+    write_run(tmp_path)
+    load(tmp_path)
+    folder = tmp_path / ".analysis_cache" / analysis.cache.tag() / kept.FOLDER
+    (folder / ".left.tmp").mkdir()
+    (folder / ".writing.tmp").mkdir()
+    old = time.time() - 2 * kept.ABANDONED_S
+    os.utime(folder / ".left.tmp", (old, old))
+    load(tmp_path, labels=["another load"])
+    assert not (folder / ".left.tmp").exists() and (folder / ".writing.tmp").exists()  # that one may be writing
+
+
+def test_only_analysis_warnings_are_said_again(tmp_path, reads, monkeypatch):
+    reduce_chunk = analysis.chunks.reduce_chunk
+
+    def deprecated(*args, **kwargs):
+        warnings.warn("a library's deprecation", DeprecationWarning)
+        return reduce_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.chunks, "reduce_chunk", deprecated)
+    write_run(tmp_path, status="failed")
+    write_run(tmp_path, run=1)
+    with warnings.catch_warnings(record=True) as first:
+        warnings.simplefilter("always")
+        load_study(tmp_path, workers=1)
+    with warnings.catch_warnings(record=True) as second:
+        warnings.simplefilter("always")
+        load_study(tmp_path, workers=1)
+    assert reads["kept"] == 1
+    assert [w.category for w in first] == [AnalysisWarning, DeprecationWarning]
+    assert [(w.category, str(w.message)) for w in second] == [(AnalysisWarning, str(first[0].message))]
