@@ -287,12 +287,10 @@ class _Shelf:
 
     def idle_power(self, path: Path, sensors: dict, compute: Callable[[Path, dict], pd.DataFrame]) -> pd.DataFrame:
         relpath = readers.relative(path, self.root)
-        try:
-            st = path.stat()
-        except OSError:
+        state = readers.file_state(path)
+        if state is None:
             return compute(path, sensors)  # it says the recording is unreadable
-        key = (f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino};sensors:"
-               + hashlib.sha256(json.dumps(sensors, sort_keys=True).encode()).hexdigest()[:16])
+        key = f"{state};sensors:" + hashlib.sha256(json.dumps(sensors, sort_keys=True).encode()).hexdigest()[:16]
         at = self._found(relpath, key)
         table = self._rows_of(at[0]) if at is not None else None
         if table is not None:

@@ -144,13 +144,8 @@ class Kept:
 
 
 def _idle_key(path: Path) -> str:
-    """The state of an idle recording: ``size:mtime_ns:ctime_ns:inode`` as ``run_key`` gives each file's, or
-    ``missing``."""
-    try:
-        st = path.stat()
-    except OSError:
-        return "missing"
-    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    """The state of an idle recording (``readers.file_state``), or ``missing``."""
+    return readers.file_state(path) or "missing"
 
 
 def _replace(temporary: Path, target: Path) -> None:

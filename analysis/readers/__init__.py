@@ -138,15 +138,18 @@ def walk_trees(paths: Sequence[Path], labels: Sequence[str] | None = None) -> li
 def run_key(folder: str, filenames: Iterable[str]) -> str:
     """The state of a run folder's files (``KEY_FILES`` present): ``name:size:mtime_ns:ctime_ns:inode`` of each,
     joined by ``;``. Any change to a file's content, or a file replaced, added or removed, changes it."""
-    parts = []
-    for name in KEY_FILES:
-        if name in filenames:
-            try:
-                st = os.stat(f"{folder}/{name}")
-            except OSError:
-                continue  # reported when read
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
-    return ";".join(parts)
+    states = (file_state(f"{folder}/{name}") for name in KEY_FILES if name in filenames)
+    return ";".join(state for state in states if state)  # an unreadable file: reported when read
+
+
+def file_state(path: str | Path) -> str | None:
+    """The state of one file, ``name:size:mtime_ns:ctime_ns:inode`` (the name may hold ``:``), or None when
+    it cannot be read. Any change to its content, or the file replaced, changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
 def relative(path: Path, start: Path) -> str:
