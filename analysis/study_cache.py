@@ -181,6 +181,10 @@ def _encoded(frame: pd.DataFrame) -> pa.Table:
             columns[name] = values
             continue
         objects = values.to_numpy()
+        text = _text_or_none(objects)
+        if text is not None:  # text (or no value) in every row: categories of the text, no JSON
+            kinds[name], columns[name] = "text", text
+            continue
         kinds[name] = "path" if len(objects) and all(type(v) is type(objects[0]) and isinstance(v, Path)
                                                      for v in objects) else "json"
         texts, memo = [], {}
@@ -203,9 +207,10 @@ def _decoded(table: pa.Table) -> pd.DataFrame:
     for name, kind in kinds.items():
         values = frame[name].array
         texts, codes = list(values.categories), values.codes
-        decoded = [Path(text) if kind == "path" else json.loads(text, object_hook=_untagged) for text in texts]
+        decoded = texts if kind == "text" else [Path(text) if kind == "path" else
+                                                json.loads(text, object_hook=_untagged) for text in texts]
         objects = np.empty(len(decoded) + 1, dtype=object)
-        objects[:-1] = decoded  # the last: a missing value's code, -1 (none is written)
+        objects[:-1] = decoded  # the last: a missing value's code, -1 (None; no other kind writes one)
         column = objects[codes]
         if name not in readers.SHARED:
             mutable = np.array([isinstance(v, (list, dict)) for v in decoded] + [False])
@@ -214,6 +219,18 @@ def _decoded(table: pa.Table) -> pd.DataFrame:
                 column[i] = [] if text == "[]" else json.loads(text, object_hook=_untagged)
         frame[name] = pd.Series(column, index=frame.index, dtype=object)
     return frame
+
+
+def _text_or_none(objects: np.ndarray) -> pd.Categorical | None:
+    """``objects`` as categories of text (None: code -1) when every value is a ``str`` or ``None``; else None
+    (NaN, which a code cannot tell from None; a subclass of ``str``, which would come back as ``str``)."""
+    if pd.api.types.infer_dtype(objects, skipna=True) not in ("string", "empty"):
+        return None
+    missing = pd.isna(objects)
+    text = objects[~missing]
+    if not (all(v is None for v in objects[missing]) and all(type(v) is str for v in text)):
+        return None
+    return pd.Categorical(objects, categories=pd.Index(pd.unique(text), dtype=str))  # text even when empty
 
 
 def _same_shape(back: pd.DataFrame, frame: pd.DataFrame) -> bool:

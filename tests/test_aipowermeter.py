@@ -398,3 +398,28 @@ def test_summarize_on_every_reference_file_gives_the_corrected_energies(tmp_path
     assert checked == 16
     warned = capsys.readouterr().err.splitlines()
     assert len(warned) == 4 and all("no latency.csv" in w for w in warned)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1.5e-7, "b": [0.1, -0.0]}', "NaN", "1e400", str(2**70), '"\\ud800"', '"x"'])
+def test_a_line_decodes_to_the_values_json_gives(text):
+    from analysis.readers.aipowermeter import _loads
+
+    got, expected = _loads(text.encode()), json.loads(text)
+    if isinstance(expected, int) and expected >= 2**64:  # beyond 64 bits: the nearest float, as every reading
+        assert got == float(expected) and isinstance(got, float)
+    elif isinstance(expected, float) and np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got == expected and type(got) is type(expected)
+
+
+def test_numbers_only_json_reads_are_read_as_json_reads_them(tmp_path):
+    """A memory beyond 64 bits and an infinite power (numbers orjson declines) are read, not unreadable lines."""
+    lines = [line(f"2023-05-01 10:00:0{k}.000000", 20.0 + k) for k in range(4)]
+    lines[1] = lines[1].replace('"7": 1048576', f'"7": {2**70}')
+    lines[2] = lines[2].replace('"intel_power": 22.0', '"intel_power": 1e400')
+    write_lines(tmp_path, lines)
+    study = load_warned(tmp_path, r"1 negative or infinite cpu_package.interval_power_w reading\(s\) treated as missing",
+                        cache=False)
+    assert figures(study, "process")["pss_peak_mib"] == pytest.approx(2**70 / MIB)
+    assert figures(study, "cpu_package")["gap_samples"] == 1  # the infinite power, not an unreadable line

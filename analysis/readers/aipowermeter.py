@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import orjson
 import pandas as pd
-from pandas.io.json import ujson_loads
 
 from ..problems import warn
 from .files import batches, first_line, read_bytes
@@ -173,10 +173,11 @@ def _parse(run: int, path: Path) -> dict | None:
 
 
 def _loads(line: bytes) -> object:
-    """A JSON line's value: pandas' C decoder (its precise float parser: the same floats as ``json``), or
-    ``json`` for what it declines (numbers beyond a double or a 64-bit integer); ValueError if unreadable."""
+    """A JSON line's value: orjson's (``json``'s values, in less time; an integer beyond 64 bits comes as the
+    nearest float, as every reading becomes one), or ``json``'s where orjson declines (``NaN``, ``Infinity``,
+    a number beyond a double, a lone surrogate); ValueError if unreadable."""
     try:
-        return ujson_loads(line, precise_float=True)
+        return orjson.loads(line)
     except ValueError:
         return json.loads(line)
 
