@@ -10,6 +10,7 @@ where the platform can, so that they start at once with the package imported.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -22,6 +23,9 @@ from tqdm import tqdm
 
 PROGRESS_AFTER_S = 2.0  # a progress bar appears once work has taken this long
 AHEAD = 2  # chunks submitted per worker ahead of the one being collected: bounds the results waiting
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+KEEP_BLOCKS_B = 32 << 20  # the largest glibc allows; a chunk's samples, stripped and joined, stay below it
+KEEP_FREE_B = 1 << 30
 
 
 def available_cpus() -> int:
@@ -84,13 +88,27 @@ class Workers:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_collecting)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker)
         return self._pool
 
 
-def _collecting() -> None:
-    """A worker's garbage collection: a forked worker inherits the caller's objects, never walked again by its
-    collections (``gc.freeze``: a fifth less CPU on 2,000 AIPowerMeter runs), and ``load_study``'s paused
-    collector, which collects again what the worker makes, for its life."""
+def _worker() -> None:
+    """How a worker manages memory.
+
+    - Garbage collection: a forked worker inherits the caller's objects, never walked again by its
+      collections (``gc.freeze``: a fifth less CPU on 2,000 AIPowerMeter runs), and ``load_study``'s paused
+      collector, which collects again what the worker makes, for its life.
+    - Freed memory is kept for the next chunk (glibc's ``mallopt``, where there is one): blocks up to
+      ``KEEP_BLOCKS_B`` come from the heap, which is not given back to the system until ``KEEP_FREE_B`` of it
+      are free. By default glibc maps each large block anew and gives the heap back after each chunk, and the
+      next chunk faults every page in again (2,000 runs of ours: 250,000 page faults, 0.6 s of system time,
+      against 70,000 and 0.3 s). A worker's peak memory is the same; it holds it until the load ends.
+    """
     gc.freeze()
     gc.enable()
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(M_TRIM_THRESHOLD, KEEP_FREE_B)
+    mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_B)

@@ -51,6 +51,31 @@ def test_workers_keep_the_order_of_the_chunks():
         Workers(0)
 
 
+def _collector_state(_) -> tuple[bool, bool]:
+    import gc
+    return gc.isenabled(), gc.get_freeze_count() > 0
+
+
+def test_a_worker_collects_what_it_makes_and_not_what_it_inherited():
+    with Workers(2, progress=False) as pool:
+        assert list(pool.map(_collector_state, [0, 1])) == [(True, True)] * 2
+
+
+def test_one_batch_of_sample_files_is_parsed_without_a_thread_and_several_with_them(tmp_path, monkeypatch):
+    write_tree(tmp_path, input_sizes=(16,), runs=3)
+    items = [(run, path) for run, path in enumerate(sorted(tmp_path.rglob(analysis.readers.SAMPLES_FILE)))]
+    threads = []
+    pool = analysis.readers.ours.ThreadPoolExecutor
+    monkeypatch.setattr(analysis.readers.ours, "ThreadPoolExecutor",
+                        lambda **kw: threads.append(kw) or pool(**kw))
+    one = pd.concat(analysis.readers.ours.frames(items), ignore_index=True)
+    assert threads == []  # a chunk of load_study's: parsed in the calling thread
+    monkeypatch.setattr(analysis.readers.ours, "CHUNK_BYTES", 1)  # a batch per file
+    several = pd.concat(analysis.readers.ours.frames(items), ignore_index=True)
+    assert len(threads) == 1
+    pd.testing.assert_frame_equal(one, several)
+
+
 def test_samples_and_latencies_are_read_a_chunk_of_runs_at_a_time(tmp_path, monkeypatch):
     write_tree(tmp_path, input_sizes=(16, 32), runs=3)
     calls = {"samples": [], "latencies": []}

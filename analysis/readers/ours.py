@@ -91,12 +91,21 @@ def frames(items: list[tuple[int, Path]], text: bool = False) -> Iterator[pd.Dat
     ``items``: ``(run id, path of power_metrics.json)``. The files go by batches
     of about ``CHUNK_BYTES`` to ``WORKERS`` threads (file reads and pandas' C
     reader release the GIL) while the caller works on the frames already out;
-    at most ``WORKERS`` batches wait, which bounds memory. ``text`` keeps the
-    ``utc`` and ``gap`` columns.
+    at most ``WORKERS`` batches wait, which bounds memory. A single batch (a
+    chunk of ``load_study``'s, ``analysis.chunks``) is parsed in the calling
+    thread: there is nothing to overlap, and a thread allocates from a malloc
+    arena of its own, which gives its memory back to the system after each
+    chunk and faults it in again for the next. ``text`` keeps the ``utc`` and
+    ``gap`` columns.
     """
+    todo = list(batches(items, CHUNK_BYTES))
+    if len(todo) < 2:
+        for batch in todo:
+            yield from _parse_batch(batch, text)
+        return
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         jobs: deque[Future] = deque()
-        for batch in batches(items, CHUNK_BYTES):
+        for batch in todo:
             jobs.append(pool.submit(_parse_batch, batch, text))
             while len(jobs) > WORKERS:
                 yield from jobs.popleft().result()
