@@ -320,6 +320,7 @@ class _Shelf:
                  for run, path, key, kind, messages, status in zip(
                      reduced, *(info.loc[reduced, c] for c in ("path", "key", "format", "messages", "status")))
                  if status == readers.runtree.COMPLETE and settled(key, settled_ns)}
+        texts: dict[int, str] = {}  # a SHARED mapping's JSON, by object: most runs share one (readers.ours.share)
         for part in computed:
             windows = part.windows[part.windows.index.isin(list(about))]
             for run, window_s, complete, gpu in zip(windows.index, *(windows[c] for c in chunks.WINDOW_COLUMNS)):
@@ -331,7 +332,9 @@ class _Shelf:
                 if kind == readers.ours.FORMAT:
                     record = self.records[here]
                     entry["record"] = json.dumps({k: v for k, v in record.items() if k not in NOT_KEPT})
-                    entry.update({name: json.dumps(record[name]) for name in SHARED})
+                    for name in SHARED:
+                        value = record[name]
+                        entry[name] = texts.get(id(value)) or texts.setdefault(id(value), json.dumps(value))
                 entries.append(entry)
             for kept in (part.rows, part.phases):
                 kept = kept[kept["run_id"].isin(windows.index)]

@@ -17,7 +17,6 @@ run's phases, from its ``meta.json``, else None).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from functools import lru_cache
@@ -243,7 +242,7 @@ def _listings(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
 RECORDS_PER_CHUNK = 256  # meta.json files read per task
 
 
-SHARED = ("sensors", "host", "unavailable", "idle")  # mappings most runs of a tree hold equal
+SHARED = ours.SHARED
 
 
 def _records(runs: list[_Folder], folders: list[Path], model: str | None, store: RecordStore | None,
@@ -254,11 +253,11 @@ def _records(runs: list[_Folder], folders: list[Path], model: str | None, store:
                    for run, folder in zip(runs, folders)]
     unread = [i for i, run in enumerate(runs) if run.ours and found[i] is None]
     chunks = [unread[at:at + RECORDS_PER_CHUNK] for at in range(0, len(unread), RECORDS_PER_CHUNK)]
-    shared: dict[str, dict] = {}
+    shared: dict[str, object] = {}
     for chunk, read in zip(chunks, mapper(ours.records, [[folders[i] for i in chunk] for chunk in chunks])):
+        ours.share([record for record, _ in read if record is not None], shared)  # equal across chunks too
         for i, (record, messages) in zip(chunk, read):
             if record is not None:
-                record.update({k: shared.setdefault(json.dumps(record[k]), record[k]) for k in SHARED})
                 if store:
                     store.put(runs[i].root, folders[i], record)
             found[i] = (record, messages)

@@ -31,6 +31,7 @@ CHUNK_BYTES = 32 << 20
 WORKERS = 3
 BLANKS = bytes.maketrans(b",{}:", b"    ")
 PUNCTUATION = b",{}:"
+SHARED = ("sensors", "host", "unavailable", "idle")  # mappings most runs of a tree hold equal
 MARKS = ("start", "tick", "split", "end")  # split: a generation's boundary between its phases
 # schema-1 channel metric -> its current name (MiB channels were named _mb)
 RENAMED = {old: new for old, new in runtree.SCHEMA_1_CHANNELS.items()}
@@ -65,13 +66,26 @@ def record(folder: Path) -> dict | None:
 
 
 def records(folders: list[Path]) -> list[tuple[dict | None, list[Message]]]:
-    """``(record(folder), messages)`` of each folder, ``messages`` the warnings reading it raised (captured)."""
+    """``(record(folder), messages)`` of each folder, ``messages`` the warnings reading it raised (captured);
+    equal ``SHARED`` mappings are one object (``share``), so a worker sends each once."""
     found = []
     for folder in folders:
         with captured() as messages:
             one = record(folder)
         found.append((one, messages))
+    share([one for one, _ in found if one is not None], {})
     return found
+
+
+def share(records: list[dict], pool: dict[str, object]) -> None:
+    """Make the ``SHARED`` mappings of ``records`` that are equal one object, that of ``pool`` (JSON text ->
+    mapping, added to): a load holds each once. Each distinct object is written as JSON once."""
+    texts: dict[int, tuple[str, object]] = {}  # by object id, the object held so that its id stays its own
+    for one in records:
+        for key in SHARED:
+            value = one[key]
+            text, _ = texts.get(id(value)) or texts.setdefault(id(value), (json.dumps(value), value))
+            one[key] = pool.setdefault(text, value)
 
 
 def _renamed_sensors(sensors: dict) -> dict:
