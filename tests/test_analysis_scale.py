@@ -100,6 +100,29 @@ def test_a_sample_file_spaced_otherwise_reads_the_same(tmp_path):
     pd.testing.assert_frame_equal(spaced.quantities.drop(columns="label"), compact.quantities.drop(columns="label"))
 
 
+@pytest.mark.parametrize("odd", ["blank line", "second start", "start not first"])
+def test_each_row_of_files_read_together_belongs_to_its_own_run(tmp_path, odd):
+    """Files read in one go are cut where each begins; a file whose lines do not say where (a second start
+    line, no start line first) is counted line by line. The rows match the files read line by line."""
+    paths = [write_run(tmp_path / f"r{k}", power_w={"gpu0": 100.0 + k}, samples=30) / "power_metrics.json"
+             for k in range(3)]
+    lines = paths[1].read_text().splitlines(keepends=True)
+    if odd == "blank line":
+        lines.insert(10, "\n")
+    elif odd == "second start":
+        lines.insert(10, lines[0])
+    else:  # as many start lines as files, one not where its file begins
+        lines = lines[1:10] + lines[:1] + lines[10:]
+    paths[1].write_text("".join(lines))
+    items = list(enumerate(paths))
+    together = pd.concat(analysis.readers.ours.frames(items), ignore_index=True)
+    one_by_one = pd.concat([analysis.readers.ours._parse_lines(run, path, path.read_bytes(), False)
+                            for run, path in items], ignore_index=True)
+    assert together["run"].value_counts().sort_index().tolist() == [30, 31 if odd == "second start" else 30, 30]
+    pd.testing.assert_frame_equal(together[one_by_one.columns].astype({"mark": object}),
+                                  one_by_one.astype({"mark": object}), check_dtype=False)
+
+
 def reference_median_ci(values, n_boot=2000, confidence=0.95, rng=None):
     """The bootstrap as it was computed before: every resample's median of every column, then np.quantile."""
     rng = rng if rng is not None else np.random.default_rng(0)

@@ -134,19 +134,19 @@ def _parse_batch(batch: list[tuple[int, Path]], text: bool) -> list[pd.DataFrame
         data = read_bytes(path)
         if data is None:
             continue
-        keys = _header(data)
-        if keys is None or not data.endswith(b"\n"):
+        first = _header(data)
+        if first is None or not data.endswith(b"\n"):
             frames.append(_parse_lines(run, path, data, text))
         else:
-            groups.setdefault(keys, []).append((run, path, data, data.count(b"\n")))
+            groups.setdefault(tuple(first), []).append((run, path, data, first["mark"] == "start"))
     for keys, group in groups.items():
-        runs, paths, datas, lines = zip(*group)
-        frame = _read_chunk(keys, datas, lines, runs, text)
+        runs, paths, datas, starts = zip(*group)
+        frame = _read_chunk(keys, datas, all(starts), runs, text)
         if frame is not None:
             frames.append(frame)
             continue
-        for run, path, data, count in group:  # some file does not fit: each alone, then line by line
-            alone = _read_chunk(keys, [data], [count], [run], text) if len(group) > 1 else None
+        for run, path, data, start in group:  # some file does not fit: each alone, then line by line
+            alone = _read_chunk(keys, [data], start, [run], text) if len(group) > 1 else None
             frames.append(alone if alone is not None else _parse_lines(run, path, data, text))
     return [_renamed(frame) for frame in frames if frame is not None]
 
@@ -156,28 +156,46 @@ def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=old) if old else frame
 
 
-def _header(data: bytes) -> tuple[str, ...] | None:
+def _header(data: bytes) -> dict | None:
+    """The first line of a file, if it is an object with ``t_s`` and ``mark``."""
     try:
         first = json.loads(data[:data.find(b"\n")])
     except ValueError:
         return None
-    return tuple(first) if isinstance(first, dict) and {"t_s", "mark"} <= set(first) else None
+    return first if isinstance(first, dict) and {"t_s", "mark"} <= set(first) else None
 
 
-def _read_chunk(keys: tuple[str, ...], datas, lines, runs, text: bool) -> pd.DataFrame | None:
+def _read_chunk(keys: tuple[str, ...], datas, starts: bool, runs, text: bool) -> pd.DataFrame | None:
     """Parse whole files of one key header with the C reader; None if any line does not fit.
 
     Our recorder writes ``", "`` and ``": "`` between the tokens of a line:
     without that punctuation, tokens are one blank apart and the reader splits
     on that blank, the fastest way (taken unless ``text``, as it joins the
     parts of ``utc``); where a line does not fit, the punctuation becomes
-    blanks and any run of blanks splits.
+    blanks and any run of blanks splits. ``starts``: whether every file's
+    first line is its ``start`` sample (see ``_rows_per_file``).
     """
-    frame = None if text else _read_tokens(keys, datas, lines, runs, text, single_blank=True)
-    return frame if frame is not None else _read_tokens(keys, datas, lines, runs, text, single_blank=False)
+    frame = None if text else _read_tokens(keys, datas, starts, runs, text, single_blank=True)
+    return frame if frame is not None else _read_tokens(keys, datas, starts, runs, text, single_blank=False)
 
 
-def _read_tokens(keys: tuple[str, ...], datas, lines, runs, text: bool, single_blank: bool) -> pd.DataFrame | None:
+def _rows_per_file(marks: pd.Categorical, datas, starts: bool) -> np.ndarray | None:
+    """The rows each file gave, or None if they are not its lines.
+
+    When every file's first line is its ``start`` sample and the rows hold as
+    many ``start`` samples as there are files, the files begin where those rows
+    are (no other ``start`` row can be among them): no need to count lines. Else
+    each file must give a row per line.
+    """
+    first = np.flatnonzero(marks == '"start"')
+    if starts and len(first) == len(datas):
+        return np.diff(np.r_[first, len(marks)])
+    lines = np.array([data.count(b"\n") for data in datas])
+    return lines if lines.sum() == len(marks) else None
+
+
+def _read_tokens(keys: tuple[str, ...], datas, starts: bool, runs, text: bool,
+                 single_blank: bool) -> pd.DataFrame | None:
     def tokens_of(data: bytes) -> bytes:
         return data.translate(None, PUNCTUATION) if single_blank else data.translate(BLANKS)
 
@@ -204,8 +222,11 @@ def _read_tokens(keys: tuple[str, ...], datas, lines, runs, text: bool, single_b
     frame = pd.DataFrame({k: raw[span[k][0]] for k in wanted if k != "utc"})
     numeric = [k for k in wanted if k not in ("mark", "utc", "gap")]
     marks = set(frame["mark"].cat.categories)
-    if len(frame) != sum(lines) or any(frame[k].dtype.kind != "f" for k in numeric) \
-            or frame["t_s"].isna().any() or not marks <= {f'"{mark}"' for mark in MARKS}:
+    if any(frame[k].dtype.kind != "f" for k in numeric) or frame["t_s"].isna().any() \
+            or not marks <= {f'"{mark}"' for mark in MARKS}:
+        return None
+    lines = _rows_per_file(frame["mark"].array, datas, starts)
+    if lines is None:
         return None
     frame["mark"] = frame["mark"].cat.rename_categories(lambda c: c.strip('"'))
     if text:
