@@ -321,8 +321,10 @@ class _Shelf:
                      reduced, *(info.loc[reduced, c] for c in ("path", "key", "format", "messages", "status")))
                  if status == readers.runtree.COMPLETE and settled(key, settled_ns)}
         texts: dict[int, str] = {}  # a SHARED mapping's JSON, by object: most runs share one (readers.ours.share)
+        stored = []  # the runs whose reductions are kept
         for part in computed:
             windows = part.windows[part.windows.index.isin(list(about))]
+            stored += list(windows.index)
             for run, window_s, complete, gpu in zip(windows.index, *(windows[c] for c in chunks.WINDOW_COLUMNS)):
                 relpath, key, kind, record_messages, here = about[run]
                 entry = {"relpath": relpath, "key": key, "kind": kind, "window_s": float(window_s),
@@ -336,9 +338,11 @@ class _Shelf:
                         value = record[name]
                         entry[name] = texts.get(id(value)) or texts.setdefault(id(value), json.dumps(value))
                 entries.append(entry)
-            for kept in (part.rows, part.phases):
-                kept = kept[kept["run_id"].isin(windows.index)]
-                rows.append(kept.assign(relpath=[about[run][0] for run in kept["run_id"]]).drop(columns="run_id"))
+        relpath_of = pd.Series({run: about[run][0] for run in stored}, dtype=object)
+        for kept in (chunks.concat_rows([part.rows for part in computed]),
+                     chunks.concat_rows([part.phases for part in computed], phases.PHASE_COLUMNS)):
+            kept = kept[kept["run_id"].isin(stored)]
+            rows.append(kept.assign(relpath=kept["run_id"].map(relpath_of).to_numpy()).drop(columns="run_id"))
         if not entries:
             return
         problem = None
