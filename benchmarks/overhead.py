@@ -54,7 +54,9 @@ start or finds nothing to measure.
 a time (each at 0.01 s): ``timer_ignored`` (the interval timer firing with
 ``SIGALRM`` ignored: the timer's interrupts alone, no signal delivered),
 ``handler_empty`` (a Python ``SIGALRM`` handler that returns at once:
-delivery and the interpreter's call), ``thread_empty`` (a thread that wakes
+delivery and the interpreter's call), ``handler_clocks`` (a handler that
+appends the clocks a tick notes, ``perf_counter``, ``time`` and
+``process_time``, to a list: the least a tick can do), ``thread_empty`` (a thread that wakes
 every period and does nothing), ``edges_only`` (the recorder with every
 sensor, no tick inside the block), ``ticks_no_sensors`` (the recorder's
 signal ticks reading nothing), one sensor alone (``<sensor>_only``, signal
@@ -88,6 +90,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,8 +224,9 @@ class OurRecorder(ThreadsOf):
 
 
 class EmptyTicks(ThreadsOf):
-    """Ticks that do nothing, every ``period_s``: the interval timer with ``SIGALRM`` ignored (``timer``),
-    a Python handler that returns (``handler``) or a thread that wakes and waits again (``thread``)."""
+    """Ticks that do nothing, or next to nothing, every ``period_s``: the interval timer with ``SIGALRM``
+    ignored (``timer``), a Python handler that returns (``handler``) or that appends the clocks to a list
+    (``clocks``), or a thread that wakes and waits again (``thread``)."""
 
     def __init__(self, name: str, kind: str, period_s: float):
         self._kind, self._period_s = kind, period_s
@@ -236,7 +240,8 @@ class EmptyTicks(ThreadsOf):
             self._stopping = threading.Event()  # a new one per block: an old thread never sees it cleared
             threading.Thread(target=self._wake, args=(self._stopping,), name="empty-ticks", daemon=True).start()
             return
-        self._previous = signal.signal(signal.SIGALRM, signal.SIG_IGN if self._kind == "timer" else _return)
+        handlers = {"timer": signal.SIG_IGN, "handler": _return, "clocks": _clocks}
+        self._previous = signal.signal(signal.SIGALRM, handlers[self._kind])
         try:
             signal.siginterrupt(signal.SIGALRM, False)  # as the recorder: interrupted system calls restart
             signal.setitimer(signal.ITIMER_REAL, self._period_s, self._period_s)
@@ -258,6 +263,15 @@ class EmptyTicks(ThreadsOf):
 
 def _return(signum, frame) -> None:
     """A signal handler that does nothing."""
+
+
+CLOCKS: deque = deque(maxlen=1000)
+
+
+def _clocks(signum, frame, note=CLOCKS.append, perf_counter=time.perf_counter, wall=time.time,
+            cpu=time.process_time) -> None:
+    """A signal handler that notes the clocks, as a tick does, and nothing else."""
+    note((perf_counter(), wall(), cpu()))
 
 
 def codecarbon() -> ThreadsOf | str:
@@ -308,6 +322,7 @@ def configurations(sensors: list, folder: Path, device: torch.device) -> dict[st
     found.update({
         "timer_ignored": EmptyTicks("timer_ignored", "timer", p),
         "handler_empty": EmptyTicks("handler_empty", "handler", p),
+        "handler_clocks": EmptyTicks("handler_clocks", "clocks", p),
         "thread_empty": EmptyTicks("thread_empty", "thread", p),
         "edges_only": OurRecorder("edges_only", sensors, folder, 3600.0, ticks),
         "ticks_no_sensors": OurRecorder("ticks_no_sensors", [], folder, p, ticks),

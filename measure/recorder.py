@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .sensors.base import Sensor, SensorError
 
@@ -141,13 +141,13 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._previous_handler = None
         self._armed: str | None = None  # the tick source running: "thread", "signal" or None
-        self._writing = False  # a signal tick is writing a batch
         self._file = None
         self._pending: list[tuple] = []  # captured ticks not yet written: (mark, t, wall, readings)
         self._t0 = 0.0
         self._start_utc = ""
         self._ticks_used = ticks
         self._tick_cpu_s = 0.0
+        self._signal_state: list = [False, 0.0]  # the signal ticks': whether they run, their CPU seconds
         self._samples = 0
         self._gaps = 0
         self.first_error: str | None = None  # the first failed read, for the run's metadata
@@ -169,6 +169,7 @@ class Recorder:
         self._pending = []
         self._samples = self._gaps = 0
         self._tick_cpu_s = 0.0
+        self._signal_state = [False, 0.0]
         self.first_error = None
         self._tick_error = None
         self._ticks_used = self.ticks
@@ -182,7 +183,7 @@ class Recorder:
         self._write([start])
         self._start_utc = utc_text(start[2])
         if self._ticks_used == "signal":
-            self._previous_handler = signal.signal(signal.SIGALRM, self._on_signal)
+            self._previous_handler = signal.signal(signal.SIGALRM, self._signal_handler())
             self._armed = "signal"
             signal.siginterrupt(signal.SIGALRM, False)  # restart interrupted system calls rather than fail them
             signal.setitimer(signal.ITIMER_REAL, self.period_s, self.period_s)
@@ -203,6 +204,7 @@ class Recorder:
             try:
                 with self._lock:
                     self._stop.set()  # under the lock: no tick is captured after ``end``
+                    self._signal_state[0] = False
                     t_end = time.perf_counter()
                     end = self._capture("end", t_end, self._captures)
             finally:
@@ -215,7 +217,7 @@ class Recorder:
         if self._tick_error is not None:
             raise self._tick_error
         return Window(self._start_utc, utc_text(end[2]), t_end - self._t0, self._samples, self._gaps,
-                      self.first_error, self._ticks_used, self._tick_cpu_s)
+                      self.first_error, self._ticks_used, self._tick_cpu_s + self._signal_state[1])
 
     def split(self) -> float:
         """Take a ``split`` sample now, inside the window: the synchronous boundary between two phases of the
@@ -267,32 +269,49 @@ class Recorder:
             # skip grid points already missed (a slow read) instead of bursting to catch up
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
-    def _on_signal(self, signum, frame) -> None:
-        """A signal tick.  Python runs the handler between two bytecodes, so it can run again inside
-        itself (a read slower than the period): a capture never nests in another, or in an edge's."""
-        if self._stop.is_set() or self._tick_error is not None:
-            return
-        if not self._lock.acquire(blocking=False):  # a capture is running in this thread: skip this point
-            return
-        writing = self._writing
-        cpu = time.thread_time()
-        try:
-            # a tick due while this thread writes a batch is only captured, and written with the next batch
-            batch = self._tick(batching=not writing)
-        finally:
-            self._lock.release()
-        if writing:  # the handler writing the batch counts this tick's CPU time
-            return
-        if batch:
-            self._writing = True
-            try:
-                self._write_batch(batch)
-            finally:
-                self._writing = False
-        self._tick_cpu_s += time.thread_time() - cpu
+    def _signal_handler(self) -> Callable[[int, object], None]:
+        """The handler of the signal ticks.  It runs between two bytecodes of the measured work, with the
+        caches that work left cold, so every attribute it looks up and every call it makes costs the work
+        (at 0.01 s on two busy vCPUs: an empty handler 0.3 %, a tick through the recorder's methods 0.8 %
+        without a sensor; benchmarks/README.md).  What a tick needs is bound here, and a tick is the clocks,
+        each sensor's ``capture_tick()`` and an append.  Python can run the handler again inside itself (a
+        read slower than the period): the lock keeps a capture from nesting in another, or in an edge's.  A
+        tick due while the handler writes a batch is only captured, and written with the next batch."""
+        pending, captures, flush_every = self._pending, self._tick_captures, self.flush_every
+        acquire, release = self._lock.acquire, self._lock.release
+        perf_counter, wall, thread_time = time.perf_counter, time.time, time.thread_time
+        state = self._signal_state  # [whether ticks run, CPU seconds of the ticks]
+        state[0] = True
+        writing = False
 
-    def _tick(self, batching: bool = True) -> list[tuple]:
-        """Capture a tick; the batch of captured ticks to write when one is due (and ``batching``).
+        def on_signal(signum, frame) -> None:
+            nonlocal writing
+            if not state[0] or not acquire(False):  # stopped, or a capture is running in this thread
+                return
+            cpu = thread_time()
+            try:
+                pending.append(("tick", perf_counter(), wall(), read_all(captures)))
+            except Exception as error:  # noqa: BLE001 - a sensor's bug: stop() raises it, not the measured work
+                self._tick_error, state[0] = error, False
+            finally:
+                release()
+            if writing:  # the handler writing the batch counts this tick's CPU time
+                return
+            if len(pending) >= flush_every:
+                batch = pending[:]
+                pending.clear()
+                writing = True
+                try:
+                    self._write_batch(batch)
+                finally:
+                    writing = False
+                state[0] = state[0] and self._tick_error is None
+            state[1] += thread_time() - cpu
+
+        return on_signal
+
+    def _tick(self) -> list[tuple]:
+        """Capture a thread tick; the batch of captured ticks to write when one is due.
 
         An error stops the ticks and is raised by stop(), in the measuring thread, rather than here,
         inside the measured work or in a thread nobody watches.
@@ -302,9 +321,10 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - any failure is stop()'s to raise
             self._tick_error = error
             return []
-        if not batching or len(self._pending) < self.flush_every:
+        if len(self._pending) < self.flush_every:
             return []
-        batch, self._pending = self._pending, []
+        batch = self._pending[:]
+        self._pending.clear()
         return batch
 
     def _write_batch(self, batch: list[tuple]) -> None:
@@ -327,13 +347,7 @@ class Recorder:
 
     def _capture(self, mark: str, t: float, captures: list) -> tuple:
         """Every sensor's raw reading now, or the error that prevented it."""
-        readings = []
-        for capture in captures:
-            try:
-                readings.append(capture())
-            except (SensorError, OSError) as error:
-                readings.append(error)
-        return mark, t, time.time(), readings
+        return mark, t, time.time(), read_all(captures)
 
     def _write(self, samples: list[tuple]) -> None:
         """Decode captured samples, in capture order, into lines; write and flush them."""
@@ -364,6 +378,17 @@ class Recorder:
         parts.append("}\n")
         self._samples += 1
         return "".join(parts)
+
+
+def read_all(captures: list[Callable[[], object]]) -> list:
+    """Each capture's raw reading, or the ``SensorError`` or ``OSError`` that prevented it."""
+    readings = []
+    for capture in captures:
+        try:
+            readings.append(capture())
+        except (SensorError, OSError) as error:
+            readings.append(error)
+    return readings
 
 
 def _failed(values: dict, domains: list[tuple[str, tuple[str, ...]]]) -> list[str]:

@@ -50,13 +50,14 @@ def test_overhead_tiny_run():
 def test_overhead_ablation_varies_one_thing_at_a_time():
     keys = run_script("overhead.py", "--rounds", "1", "--iters", "2", "--size", "8", "--device", "cpu", "--threads",
                       "1", "--ablation")
-    for name in ("timer_ignored", "handler_empty", "thread_empty", "edges_only", "ticks_no_sensors",
-                 "estimate_only", "process_only"):
+    for name in ("timer_ignored", "handler_empty", "handler_clocks", "thread_empty", "edges_only",
+                 "ticks_no_sensors", "estimate_only", "process_only"):
         assert positive(keys[f"{name}_ratio"]), name
     assert positive(keys["overhead_ratio_p0.01"]) and positive(keys["overhead_ratio_p0.01_thread"])
     assert "overhead_ratio_p0.1" not in keys and "codecarbon_ratio" not in keys and keys["threads"] == "1"
-    # the timer and the empty handler start no thread: no CPU of a thread of their own
-    assert float(keys["timer_ignored_cpu_s_per_s"]) == float(keys["handler_empty_cpu_s_per_s"]) == 0
+    # the timer and the handlers start no thread: no CPU of a thread of their own
+    assert float(keys["timer_ignored_cpu_s_per_s"]) == float(keys["handler_empty_cpu_s_per_s"]) \
+        == float(keys["handler_clocks_cpu_s_per_s"]) == 0
 
 
 def test_integration_accuracy_tiny_run():

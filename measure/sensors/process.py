@@ -221,9 +221,10 @@ class ProcessSensor(Sensor):
     def _counters(self, now: float) -> tuple:
         """The raw reading: this process's counters first, then its descendants', parents before children."""
         times = os.times()
+        descendants = [(child, self._descendant_counters(child)) for child in self._descendants] \
+            if self._descendants else []  # most often none: no comprehension to run at every tick
         return (now, time.process_time(), times.children_user + times.children_system, self._statm_raw,
-                [(child, self._descendant_counters(child)) for child in self._descendants], self._uss_mib,
-                self._stat_raw)
+                descendants, self._uss_mib, self._stat_raw)
 
     def _descendant_counters(self, child: psutil.Process) -> tuple | Exception | None:
         """A descendant's own and reaped CPU seconds and RSS bytes (``None`` where unreadable); ``None`` once
