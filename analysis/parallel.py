@@ -24,7 +24,7 @@ from tqdm import tqdm
 PROGRESS_AFTER_S = 2.0  # a progress bar appears once work has taken this long
 AHEAD = 2  # chunks submitted per worker ahead of the one being collected: bounds the results waiting
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-KEEP_BLOCKS_B = 32 << 20  # the largest glibc allows; a chunk's samples, stripped and joined, stay below it
+KEEP_BLOCKS_B = 32 << 20  # above a chunk's samples stripped and joined (about 27 MB of a 32 MB chunk)
 KEEP_FREE_B = 1 << 30
 
 
@@ -108,7 +108,7 @@ def _worker() -> None:
     gc.enable()
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError, TypeError):  # not glibc (Windows: CDLL(None) is a TypeError)
         return
     mallopt(M_TRIM_THRESHOLD, KEEP_FREE_B)
     mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_B)

@@ -223,14 +223,20 @@ def _decoded(table: pa.Table) -> pd.DataFrame:
 
 def _text_or_none(objects: np.ndarray) -> pd.Categorical | None:
     """``objects`` as categories of text (None: code -1) when every value is a ``str`` or ``None``; else None
-    (NaN, which a code cannot tell from None; a subclass of ``str``, which would come back as ``str``)."""
+    (NaN, which a code cannot tell from None; a subclass of ``str``, which would come back as ``str``; text
+    that is not UTF-8)."""
     if pd.api.types.infer_dtype(objects, skipna=True) not in ("string", "empty"):
         return None
     missing = pd.isna(objects)
     text = objects[~missing]
     if not (all(v is None for v in objects[missing]) and all(type(v) is str for v in text)):
         return None
-    return pd.Categorical(objects, categories=pd.Index(pd.unique(text), dtype=str))  # text even when empty
+    distinct = pd.unique(text)
+    try:
+        "".join(distinct).encode()  # parquet holds UTF-8: a lone surrogate (a folder name's byte) goes as JSON
+    except UnicodeEncodeError:
+        return None
+    return pd.Categorical(objects, categories=pd.Index(distinct, dtype=str))  # text even when empty
 
 
 def _same_shape(back: pd.DataFrame, frame: pd.DataFrame) -> bool:

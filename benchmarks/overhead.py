@@ -270,7 +270,7 @@ CLOCKS: deque = deque(maxlen=1000)
 
 def _clocks(signum, frame, note=CLOCKS.append, perf_counter=time.perf_counter, wall=time.time,
             cpu=time.process_time) -> None:
-    """A signal handler that notes the clocks, as a tick does, and nothing else."""
+    """A signal handler that notes three clocks (a tick notes its own and reads the sensors) and nothing else."""
     note((perf_counter(), wall(), cpu()))
 
 

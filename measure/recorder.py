@@ -286,9 +286,11 @@ class Recorder:
 
         def on_signal(signum, frame) -> None:
             nonlocal writing
-            if not state[0] or not acquire(False):  # stopped, or a capture is running in this thread
+            if not state[0]:  # stopped
                 return
-            cpu = thread_time()
+            cpu = thread_time()  # before the lock: nothing between taking it and the try (a Ctrl-C)
+            if not acquire(False):  # a capture is running in this thread
+                return
             try:
                 pending.append(("tick", perf_counter(), wall(), read_all(captures)))
             except Exception as error:  # noqa: BLE001 - a sensor's bug: stop() raises it, not the measured work
@@ -298,9 +300,9 @@ class Recorder:
             if writing:  # the handler writing the batch counts this tick's CPU time
                 return
             if len(pending) >= flush_every:
+                writing = True  # first: a tick nested from here on is only captured, and lines stay in order
                 batch = pending[:]
                 pending.clear()
-                writing = True
                 try:
                     self._write_batch(batch)
                 finally:

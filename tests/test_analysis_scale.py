@@ -61,6 +61,24 @@ def test_a_worker_collects_what_it_makes_and_not_what_it_inherited():
         assert list(pool.map(_collector_state, [0, 1])) == [(True, True)] * 2
 
 
+@pytest.mark.parametrize("missing", [OSError, AttributeError, TypeError])  # no libc; no mallopt; Windows
+def test_a_worker_starts_where_there_is_no_glibc(monkeypatch, missing):
+    import ctypes
+    import gc
+
+    import analysis.parallel
+
+    def no_glibc(name):
+        raise missing("no glibc here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    try:
+        analysis.parallel._worker()  # no error: the worker runs with glibc's defaults, or none
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_one_batch_of_sample_files_is_parsed_without_a_thread_and_several_with_them(tmp_path, monkeypatch):
     write_tree(tmp_path, input_sizes=(16,), runs=3)
     items = [(run, path) for run, path in enumerate(sorted(tmp_path.rglob(analysis.readers.SAMPLES_FILE)))]
@@ -121,6 +139,18 @@ def test_each_row_of_files_read_together_belongs_to_its_own_run(tmp_path, odd):
     assert together["run"].value_counts().sort_index().tolist() == [30, 31 if odd == "second start" else 30, 30]
     pd.testing.assert_frame_equal(together[one_by_one.columns].astype({"mark": object}),
                                   one_by_one.astype({"mark": object}), check_dtype=False)
+
+
+def test_a_line_left_blank_once_stripped_is_warned_of_as_unreadable(tmp_path):
+    paths = [write_run(tmp_path / f"r{k}", power_w={"gpu0": 100.0}, samples=30) / "power_metrics.json"
+             for k in range(2)]
+    lines = paths[1].read_text().splitlines(keepends=True)
+    paths[1].write_text("".join(lines[:10] + ["{}\n"] + lines[10:]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = pd.concat(analysis.readers.ours.frames(list(enumerate(paths))), ignore_index=True)
+    assert any("1 unreadable line(s) skipped (line 11)" in str(w.message) for w in caught)
+    assert frame["run"].value_counts().sort_index().tolist() == [30, 30]
 
 
 def reference_median_ci(values, n_boot=2000, confidence=0.95, rng=None):

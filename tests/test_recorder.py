@@ -389,3 +389,52 @@ def test_a_failed_batch_write_in_the_thread_is_raised_by_stop(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         recorder.stop()
     assert read_lines(tmp_path / "p.json")[-1]["mark"] == "end"
+
+
+def test_an_interrupt_inside_a_signal_tick_leaves_the_recorder_stoppable(tmp_path, monkeypatch):
+    """A Ctrl-C handled inside a tick (here at its first clock) never leaves the lock taken: stop() works."""
+    sensor = RampCounter()
+    interrupted = []
+
+    def thread_time():
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return 0.0
+
+    monkeypatch.setattr(time, "thread_time", thread_time)  # bound by the handler when it is made, at start()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=60.0, ticks="signal")
+    recorder.start()
+    tick = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(KeyboardInterrupt):
+        tick(signal.SIGALRM, None)
+    assert recorder._lock.acquire(blocking=False)  # free (else stop() would wait for it forever)
+    recorder._lock.release()
+    tick(signal.SIGALRM, None)  # the next tick is taken
+    window = recorder.stop()
+    assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start", "tick", "end"]
+    assert window.ticks == "signal"
+
+
+def test_ticks_nested_in_a_signal_tick_that_writes_a_batch_keep_their_order(tmp_path):
+    """A tick that falls due while a tick writes its batch (here from inside the writing) is only captured, and
+    written with the next batch: every line in capture order, even with a batch at every tick."""
+    class Nesting(RampCounter):
+        def capture(self):
+            self.reads += 1
+            return self.reads
+
+        def decode(self, raw):
+            if raw in (2, 3):  # the batch of tick 2, then of tick 3, each written with a tick nested in it
+                signal.getsignal(signal.SIGALRM)(signal.SIGALRM, None)
+            return {"dev0.energy_j": float(raw), "dev0.power_w": 1.0}
+
+    sensor = Nesting()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=60.0, ticks="signal", flush_every=1)
+    recorder.start()
+    tick = signal.getsignal(signal.SIGALRM)
+    tick(signal.SIGALRM, None)
+    tick(signal.SIGALRM, None)
+    recorder.stop()
+    numbers = [line["dev0.energy_j"] for line in read_lines(tmp_path / "p.json")]
+    assert numbers == [float(n) for n in range(1, sensor.reads + 1)] and len(numbers) >= 5

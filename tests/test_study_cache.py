@@ -308,3 +308,6 @@ def test_columns_of_text_or_no_value_come_back_through_parquet_as_they_were(tmp_
     back = kept._decoded(kept.pq.read_table(tmp_path / "t.parquet"))
     pd.testing.assert_frame_equal(back, frame)
     assert back["nan"].iloc[1] != back["nan"].iloc[1] and back["nan"].iloc[2] is None  # NaN and None, each kept
+    named = pd.DataFrame({"folder": pd.Series(["a\udcff", None], dtype=object)})  # a name's byte not UTF-8
+    kept.pq.write_table(kept._encoded(named), tmp_path / "n.parquet")
+    pd.testing.assert_frame_equal(kept._decoded(kept.pq.read_table(tmp_path / "n.parquet")), named)

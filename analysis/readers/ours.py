@@ -166,7 +166,8 @@ def _header(data: bytes) -> dict | None:
 
 
 def _read_chunk(keys: tuple[str, ...], datas, starts: bool, runs, text: bool) -> pd.DataFrame | None:
-    """Parse whole files of one key header with the C reader; None if any line does not fit.
+    """Parse whole files of one key header with the C reader; None if any line does not fit (a line left
+    blank once stripped of its punctuation, ``{}``, included: the line-by-line reader warns of it).
 
     Our recorder writes ``", "`` and ``": "`` between the tokens of a line:
     without that punctuation, tokens are one blank apart and the reader splits
@@ -214,7 +215,7 @@ def _read_tokens(keys: tuple[str, ...], datas, starts: bool, runs, text: bool,
         tokens_joined = b"".join([tokens_of(data) for data in datas])  # no copy of the files joined: less memory
         raw = pd.read_csv(io.BytesIO(tokens_joined), sep=" " if single_blank else r"\s+", header=None,
                           names=range(len(tokens)), usecols=columns, quoting=csv.QUOTE_NONE,
-                          na_values=["null"], engine="c",
+                          na_values=["null"], engine="c", skip_blank_lines=False,  # a blank line: no t_s, below
                           dtype={span["mark"][0]: "category", **{c: str for k in ("utc", "gap") if k in wanted
                                                                  for c in span[k]}})
     except (ValueError, pd.errors.ParserError):
