@@ -320,7 +320,7 @@ class _Shelf:
                  for run, path, key, kind, messages, status in zip(
                      reduced, *(info.loc[reduced, c] for c in ("path", "key", "format", "messages", "status")))
                  if status == readers.runtree.COMPLETE and settled(key, settled_ns)}
-        texts: dict[int, str] = {}  # a SHARED mapping's JSON, by object: most runs share one (readers.ours.share)
+        texts: dict = {}  # a SHARED mapping's JSON, by object: most runs share one (readers.ours.share)
         stored = []  # the runs whose reductions are kept
         for part in computed:
             windows = part.windows[part.windows.index.isin(list(about))]
@@ -334,9 +334,7 @@ class _Shelf:
                 if kind == readers.ours.FORMAT:
                     record = self.records[here]
                     entry["record"] = json.dumps({k: v for k, v in record.items() if k not in NOT_KEPT})
-                    for name in SHARED:
-                        value = record[name]
-                        entry[name] = texts.get(id(value)) or texts.setdefault(id(value), json.dumps(value))
+                    entry.update({name: readers.ours.json_once(record[name], texts) for name in SHARED})
                 entries.append(entry)
         relpath_of = pd.Series({run: about[run][0] for run in stored}, dtype=object)
         for kept in (chunks.concat_rows([part.rows for part in computed]),

@@ -80,12 +80,19 @@ def records(folders: list[Path]) -> list[tuple[dict | None, list[Message]]]:
 def share(records: list[dict], pool: dict[str, object]) -> None:
     """Make the ``SHARED`` mappings of ``records`` that are equal one object, that of ``pool`` (JSON text ->
     mapping, added to): a load holds each once. Each distinct object is written as JSON once."""
-    texts: dict[int, tuple[str, object]] = {}  # by object id, the object held so that its id stays its own
+    texts: dict = {}
     for one in records:
         for key in SHARED:
-            value = one[key]
-            text, _ = texts.get(id(value)) or texts.setdefault(id(value), (json.dumps(value), value))
-            one[key] = pool.setdefault(text, value)
+            one[key] = pool.setdefault(json_once(one[key], texts), one[key])
+
+
+def json_once(value: object, texts: dict[int, tuple[str, object]]) -> str:
+    """``json.dumps(value)``, computed once per object: ``texts`` keeps it by the object's id, with the object
+    (held, so that its id stays its own)."""
+    found = texts.get(id(value))
+    if found is None:
+        found = texts[id(value)] = (json.dumps(value), value)
+    return found[0]
 
 
 def _renamed_sensors(sensors: dict) -> dict:
