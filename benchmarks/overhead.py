@@ -7,10 +7,15 @@ Method. ResNet50 (batch 1, ``eval()``, ``torch.inference_mode()``, torch on
 every core unless ``--threads``) runs the project's own timed loop
 (``measure.sweep.timed_loop``, synchronised after each inference on a GPU)
 in blocks of ``--iters`` inferences, each after a short untimed warm-up.
+Between two inferences the loop calls what the tool runs there (our
+recorder's ``poll()``, its loop ticks; nothing for the others and for the
+unmeasured block) and notes the clock, so that an inference's time is its
+cycle: from the clock noted after the one before to the clock noted after
+it, the tool's work between the two included.
 Every round runs one unmeasured block and one block under each measuring
 configuration, in a shuffled order; a configuration's ratio in a round is its
-block's per-inference latency over the round's unmeasured block, each block's
-latency the mean of its inferences without the slowest and the fastest 10 %
+block's per-inference time over the round's unmeasured block, each block's
+time the mean of its cycles without the slowest and the fastest 10 %
 (``TRIM``): on a shared machine a few inferences of a block are preempted by
 other programs (their latencies are skewed, a tenth of them 13 % above the
 median, a hundredth 36 %), and trimming them makes a round's ratio about
@@ -59,17 +64,18 @@ appends the clocks a tick notes, ``perf_counter``, ``time`` and
 ``process_time``, to a list: the least a tick can do), ``thread_empty`` (a thread that wakes
 every period and does nothing), ``edges_only`` (the recorder with every
 sensor, no tick inside the block), ``ticks_no_sensors`` (the recorder's
-signal ticks reading nothing), one sensor alone (``<sensor>_only``, signal
-ticks on the CPU), ``ours_p0.01`` and ``ours_p0.01_thread`` (every sensor,
-with a sampling thread).  ``--only`` picks configurations by name from
+ticks reading nothing), one sensor alone (``<sensor>_only``), ``ours_p0.01``
+(each with the sweep's tick source: on the CPU the loop's), and
+``ours_p0.01_signal`` and ``ours_p0.01_thread`` (every sensor, ticks by the
+timer signal, or by a sampling thread).  ``--only`` picks configurations by name from
 both lists.
 
 CPU cost inside the window ("tool CPU s/s"), over the loops' wall seconds,
 both summed over all rounds: the CPU seconds of the threads the tool started
 (our ``power-recorder`` thread: its waits, housekeeping and ticks;
 CodeCarbon's timer threads, a new one per measurement) from its start to
-right before it stops (see ``ThreadLedger``), plus, for our signal ticks,
-which run in the measuring thread, the CPU seconds they took
+right before it stops (see ``ThreadLedger``), plus, for our loop or signal
+ticks, which run in the measuring thread, the CPU seconds they took
 (``Window.tick_cpu_s``).  The wall time of each tool's ``stop`` ("stop s/s",
 outside the timed loop) is reported beside it.  Work a tool does in the
 caller's thread before the loop (our synchronous ``start`` sample, Zeus's
@@ -176,6 +182,9 @@ class ThreadsOf:
         self._since = len(LEDGER.started)
         self._start()
 
+    def between(self) -> None:
+        """What runs between two inferences of a block: nothing (our recorder: its loop ticks)."""
+
     def end(self) -> tuple[float, float]:
         try:
             cpu = LEDGER.cpu_s(self._since)
@@ -190,13 +199,16 @@ class NoMeasurement:
     def begin(self) -> None:
         pass
 
+    def between(self) -> None:
+        pass
+
     def end(self) -> tuple[float, float]:
         return 0.0, 0.0
 
 
 class OurRecorder(ThreadsOf):
     """Our recorder: the CPU time of its sampling thread (all of it: waits, housekeeping, ticks), or of
-    its signal ticks (measured by the recorder itself in the measuring thread)."""
+    its loop or signal ticks (measured by the recorder itself in the measuring thread)."""
 
     def __init__(self, name: str, sensors: list, folder: Path, period_s: float, ticks: str):
         self._arguments = (sensors, folder / f"{name}.json", period_s)
@@ -220,7 +232,11 @@ class OurRecorder(ThreadsOf):
 
     def end(self) -> tuple[float, float]:
         thread_cpu_s, stop_s = super().end()
-        return thread_cpu_s + (self._window.tick_cpu_s if self._window.ticks == "signal" else 0.0), stop_s
+        in_thread = self._window.ticks in ("signal", "loop")
+        return thread_cpu_s + (self._window.tick_cpu_s if in_thread else 0.0), stop_s
+
+    def between(self) -> None:
+        self._recorder.poll()
 
 
 class EmptyTicks(ThreadsOf):
@@ -314,7 +330,7 @@ def configurations(sensors: list, folder: Path, device: torch.device) -> dict[st
     """Every configuration by name, default ones first: a measurer, or why it cannot run here (text); the
     peers as functions that give one, called only for a run that asks for them (``chosen``): a peer not
     asked for is not even imported."""
-    ticks = tick_source(device)
+    ticks = tick_source(device, polled=True)
     p = ABLATION_PERIOD_S
     found = {f"ours_p{period:g}": OurRecorder(f"ours_p{period:g}", sensors, folder, period, ticks)
              for period in PERIODS_S}
@@ -327,6 +343,7 @@ def configurations(sensors: list, folder: Path, device: torch.device) -> dict[st
         "edges_only": OurRecorder("edges_only", sensors, folder, 3600.0, ticks),
         "ticks_no_sensors": OurRecorder("ticks_no_sensors", [], folder, p, ticks),
         **{f"{s.name}_only": OurRecorder(f"{s.name}_only", [s], folder, p, ticks) for s in sensors},
+        "ours_p0.01_signal": OurRecorder("ours_p0.01_signal", sensors, folder, p, "signal"),
         "ours_p0.01_thread": OurRecorder("ours_p0.01_thread", sensors, folder, p, "thread"),
     })
     return found
@@ -363,13 +380,20 @@ def run_block(module, inputs, iters: int, sync, measurer) -> Block:
     timed_loop(module, inputs, WARMUP, sync)
     sync()
     measurer.begin()
+    ends = []
+
+    def between(tool=measurer.between, note=ends.append, clock=time.perf_counter) -> None:
+        tool()
+        note(clock())
+
     cpu, start = time.process_time(), time.perf_counter()
     try:
-        latencies = timed_loop(module, inputs, iters, sync)
+        timed_loop(module, inputs, iters, sync, between)
     finally:
         wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         tool_cpu_s, stop_s = measurer.end()
-    return Block(float(stats.trim_mean(latencies, TRIM)), float(latencies.mean()), cpu_s / iters, tool_cpu_s,
+    cycles = np.diff([start, *ends])  # each inference with what ran after it
+    return Block(float(stats.trim_mean(cycles, TRIM)), float(cycles.mean()), cpu_s / iters, tool_cpu_s,
                  stop_s, wall_s)
 
 

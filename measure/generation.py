@@ -110,14 +110,17 @@ def end_of_sequence_ids(module: torch.nn.Module) -> list[int]:
 
 
 def generate(decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, sync: Callable[[], None],
-             boundary: Callable[[], object] = lambda: None, end: Callable[[], object] = lambda: None) -> Generated:
+             boundary: Callable[[], object] = lambda: None, end: Callable[[], object] = lambda: None,
+             between: Callable[[], object] = lambda: None) -> Generated:
     """Generate ``new_tokens`` (at least 1) tokens greedily for ``input_ids`` ``(batch, prompt)``, timing each.
 
     ``sync`` waits for the device (``torch.cuda.synchronize`` on a GPU) and
     runs before every clock read; ``boundary`` runs after the first token, its
     synchronisation and its clock read, before the first decode step (its own
     time is in no token's latency, and in the request's); ``end`` runs right
-    after the last token's clock read, before anything else. Call inside
+    after the last token's clock read, before anything else; ``between`` runs
+    after each decode step's clock read but the last (``Recorder.poll``: a
+    loop tick, in no token's latency). Call inside
     ``torch.inference_mode()``.
     """
     clock = time.perf_counter
@@ -136,6 +139,8 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, sync: C
         ended = clock()
         t_s[k], latency_s[k] = ended - start, ended - began
         tokens.append(token)
+        if k < new_tokens - 1:
+            between()
     end()
     return Generated(torch.cat(tokens, dim=1).cpu(), t_s, latency_s, type(cache).__name__, cache_mib(cache))
 
@@ -200,7 +205,8 @@ def measure_window(decoder: Decoder, inputs: ModelInputs, new_tokens: int, warmu
 
     recorder.start()
     try:
-        generated = generate(decoder, input_ids, new_tokens, sync, lambda: split.append(recorder.split()), stop)
+        generated = generate(decoder, input_ids, new_tokens, sync, lambda: split.append(recorder.split()), stop,
+                             recorder.poll)
     finally:
         if not stopping:
             recorder.stop()

@@ -12,7 +12,7 @@ Between the two, a ``tick`` sample is taken every ``period_s`` on a fixed grid
 A tick never runs inside another, nor inside an edge's or a split's capture: a
 grid point that falls due while one is being taken is skipped, with both sources.
 
-Two tick sources:
+Three tick sources:
 
 - ``"thread"``: a daemon thread.  Right where the measured work leaves CPU
   cores free (a GPU model waiting on its kernels), it costs the work nothing
@@ -29,6 +29,19 @@ Two tick sources:
   code are resumed rather than failed.  It needs the main thread and an unused
   ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says which
   source ran and why.
+- ``"loop"``: the measured loop takes the ticks itself, calling ``poll()``
+  between two units of its work (inferences, decoded tokens): a tick is taken
+  there once its grid point has passed, so that nothing interrupts the model
+  (at 0.01 s on two busy vCPUs the signal's delivery alone costs 0.3 %).  A
+  tick is then late by up to one unit of work, and the grid points passed
+  within it are skipped.  The signal's timer stays as a backstop: a grid point
+  that no poll has taken one and a half periods after it falls due is taken
+  by the timer, which then ticks every period (half a period after each grid
+  point) until a poll takes a tick again.  So units of work shorter than one
+  and a half periods are never interrupted, and longer ones, or a window
+  whose code does not poll, get the signal's ticks.  It needs what the signal
+  needs; where the signal is refused, the thread runs and ``poll()`` does
+  nothing.
 
 A tick does the least it can inside the window: it notes the clocks and takes
 each sensor's raw reading (``capture_tick()`` or ``capture()``, see
@@ -63,7 +76,8 @@ from typing import Callable, Sequence
 
 from .sensors.base import Sensor, SensorError
 
-TICK_SOURCES = ("thread", "signal")
+TICK_SOURCES = ("thread", "signal", "loop")
+BACKSTOP_PERIODS = 1.5  # loop ticks: a grid point no poll took this many periods after it is the timer's
 FLUSH_EVERY = 1000  # ticks kept before a batch is written during the window
 
 
@@ -147,7 +161,9 @@ class Recorder:
         self._start_utc = ""
         self._ticks_used = ticks
         self._tick_cpu_s = 0.0
-        self._signal_state: list = [False, 0.0]  # the signal ticks': whether they run, their CPU seconds
+        self._signal_state: list = [False, 0.0, 0.0]  # the signal ticks': whether they run, their CPU seconds,
+        # the instant (perf_counter) of the next grid point
+        self._poll: Callable[[], None] = _nothing  # what poll() does: a loop tick when one is due, else nothing
         self._samples = 0
         self._gaps = 0
         self.first_error: str | None = None  # the first failed read, for the run's metadata
@@ -169,24 +185,29 @@ class Recorder:
         self._pending = []
         self._samples = self._gaps = 0
         self._tick_cpu_s = 0.0
-        self._signal_state = [False, 0.0]
+        self._signal_state = [False, 0.0, 0.0]
         self.first_error = None
         self._tick_error = None
         self._ticks_used = self.ticks
-        refusal = signal_ticks_refusal() if self.ticks == "signal" else None
+        refusal = signal_ticks_refusal() if self.ticks != "thread" else None
         if refusal:
-            self._ticks_used = f"thread (signal refused: {refusal})"
+            self._ticks_used = f"thread ({self.ticks} refused: {refusal})"
         self._prepare(window_start=True)
         with self._lock:
             self._t0 = time.perf_counter()
             start = self._capture("start", self._t0, self._captures)
         self._write([start])
         self._start_utc = utc_text(start[2])
-        if self._ticks_used == "signal":
-            self._previous_handler = signal.signal(signal.SIGALRM, self._signal_handler())
+        if self._ticks_used in ("signal", "loop"):
+            handler, poll = self._signal_ticks()
+            self._previous_handler = signal.signal(signal.SIGALRM, handler)
             self._armed = "signal"
             signal.siginterrupt(signal.SIGALRM, False)  # restart interrupted system calls rather than fail them
-            signal.setitimer(signal.ITIMER_REAL, self.period_s, self.period_s)
+            if self._ticks_used == "loop":
+                self._poll = poll
+                signal.setitimer(signal.ITIMER_REAL, (1 + BACKSTOP_PERIODS) * self.period_s, self.period_s)
+            else:
+                signal.setitimer(signal.ITIMER_REAL, self.period_s, self.period_s)
         else:
             self._thread = threading.Thread(target=self._run, name="power-recorder", daemon=True)
             self._armed = "thread"
@@ -233,6 +254,12 @@ class Recorder:
             self._pending.append(self._capture("split", t, self._captures))
         return t - self._t0
 
+    def poll(self) -> None:
+        """Between two units of the measured work (two inferences, two decoded tokens), in the thread that
+        called ``start``: with ``ticks="loop"``, take a tick now if a grid point has passed since the last one
+        (a clock read and a comparison when none has); with any other source, or once stopped, nothing."""
+        self._poll()
+
     def __enter__(self) -> "Recorder":
         self.start()
         return self
@@ -244,6 +271,7 @@ class Recorder:
     def _disarm(self) -> None:
         """Stop whichever tick source runs: join the thread, or disarm the timer and restore the handler."""
         self._stop.set()
+        self._poll = _nothing
         if self._armed == "thread":
             self._thread.join()
             self._thread = None
@@ -269,19 +297,26 @@ class Recorder:
             # skip grid points already missed (a slow read) instead of bursting to catch up
             tick = max(tick + 1, int((time.perf_counter() - self._t0) / self.period_s) + 1)
 
-    def _signal_handler(self) -> Callable[[int, object], None]:
-        """The handler of the signal ticks.  It runs between two bytecodes of the measured work, with the
-        caches that work left cold, so every attribute it looks up and every call it makes costs the work
-        (at 0.01 s on two busy vCPUs: an empty handler 0.3 %, a tick through the recorder's methods 0.8 %
-        without a sensor; benchmarks/README.md).  What a tick needs is bound here, and a tick is the clocks,
-        each sensor's ``capture_tick()`` and an append.  Python can run the handler again inside itself (a
-        read slower than the period): the lock keeps a capture from nesting in another, or in an edge's.  A
-        tick due while the handler writes a batch is only captured, and written with the next batch."""
+    def _signal_ticks(self) -> tuple[Callable[[int, object], None], Callable[[], None]]:
+        """The signal's handler, and the loop's tick (what ``poll()`` runs with ``ticks="loop"``).
+
+        The handler runs between two bytecodes of the measured work, with the caches that work left cold, so
+        every attribute it looks up and every call it makes costs the work (at 0.01 s on two busy vCPUs: an
+        empty handler 0.3 %, a tick through the recorder's methods 0.8 % without a sensor;
+        benchmarks/README.md).  What a tick needs is bound here, and a tick is the clocks, each sensor's
+        ``capture_tick()`` and an append.  Python can run the handler again inside itself (a read slower
+        than the period): the lock keeps a capture from nesting in another, or in an edge's.  A tick due
+        while the handler writes a batch is only captured, and written with the next batch.
+
+        The loop's tick compares the clock with the next grid point, takes the tick through the handler
+        when it has passed, then moves the timer's next tick (the backstop) to ``BACKSTOP_PERIODS`` periods
+        after the grid point that follows."""
         pending, captures, flush_every = self._pending, self._tick_captures, self.flush_every
         acquire, release = self._lock.acquire, self._lock.release
-        perf_counter, wall, thread_time = time.perf_counter, time.time, time.thread_time
-        state = self._signal_state  # [whether ticks run, CPU seconds of the ticks]
-        state[0] = True
+        perf_counter, wall, thread_time, setitimer = time.perf_counter, time.time, time.thread_time, signal.setitimer
+        t0, period_s, backstop_s = self._t0, self.period_s, BACKSTOP_PERIODS * self.period_s
+        state = self._signal_state  # [whether ticks run, CPU seconds of the ticks, the next grid point]
+        state[0], state[2] = True, t0 + period_s
         writing = False
 
         def on_signal(signum, frame) -> None:
@@ -292,7 +327,9 @@ class Recorder:
             if not acquire(False):  # a capture is running in this thread
                 return
             try:
-                pending.append(("tick", perf_counter(), wall(), read_all(captures)))
+                t = perf_counter()
+                pending.append(("tick", t, wall(), read_all(captures)))
+                state[2] = t0 + ((t - t0) // period_s + 1) * period_s
             except Exception as error:  # noqa: BLE001 - a sensor's bug: stop() raises it, not the measured work
                 self._tick_error, state[0] = error, False
             finally:
@@ -310,7 +347,14 @@ class Recorder:
                 state[0] = state[0] and self._tick_error is None
             state[1] += thread_time() - cpu
 
-        return on_signal
+        def on_poll() -> None:
+            if perf_counter() < state[2] or not state[0]:
+                return
+            on_signal(signal.SIGALRM, None)
+            if state[0]:
+                setitimer(signal.ITIMER_REAL, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
+
+        return on_signal, on_poll
 
     def _tick(self) -> list[tuple]:
         """Capture a thread tick; the batch of captured ticks to write when one is due.
@@ -380,6 +424,10 @@ class Recorder:
         parts.append("}\n")
         self._samples += 1
         return "".join(parts)
+
+
+def _nothing() -> None:
+    """``poll()`` where no loop tick is to be taken."""
 
 
 def read_all(captures: list[Callable[[], object]]) -> list:

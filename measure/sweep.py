@@ -86,10 +86,14 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def tick_source(device: torch.device) -> str:
+def tick_source(device: torch.device, polled: bool = False) -> str:
     """The recorder's tick source for work on ``device``: on the CPU the model keeps every core busy and a
-    sampling thread would preempt it, so ticks are taken in the measuring thread (see ``recorder``)."""
-    return "signal" if device.type == "cpu" else "thread"
+    sampling thread would preempt it, so ticks are taken in the measuring thread: by the measured loop
+    itself where it calls ``Recorder.poll()`` between two units of its work (``polled``), else by the timer
+    signal (see ``recorder``). On a GPU, a thread."""
+    if device.type != "cpu":
+        return "thread"
+    return "loop" if polled else "signal"
 
 
 def gpu_domain(device: torch.device, sensors: Sequence[Sensor]) -> tuple[str | None, str | None]:
@@ -114,8 +118,10 @@ def nvml_domain_of(cuda_uuid: str, sensors: Sequence[Sensor]) -> tuple[str | Non
 
 # ---------------------------------------------------------------- timing
 
-def timed_loop(loaded: LoadedModel, inputs: ModelInputs, iterations: int, sync: Callable[[], None]) -> np.ndarray:
-    """Latency of each of ``iterations`` forward passes, in seconds."""
+def timed_loop(loaded: LoadedModel, inputs: ModelInputs, iterations: int, sync: Callable[[], None],
+               between: Callable[[], None] = lambda: None) -> np.ndarray:
+    """Latency of each of ``iterations`` forward passes, in seconds. ``between`` runs after each pass's clock
+    read (``Recorder.poll``: a loop tick), so that its time is in no pass's latency."""
     latencies = np.empty(iterations)
     clock = time.perf_counter
     for i in range(iterations):
@@ -123,6 +129,7 @@ def timed_loop(loaded: LoadedModel, inputs: ModelInputs, iterations: int, sync: 
         loaded(inputs)
         sync()
         latencies[i] = clock() - start
+        between()
     return latencies
 
 
@@ -513,10 +520,10 @@ def _forward_window(session: Session, cell: Cell, configured: knobs.Configured, 
     compiled_before = knobs.compilations() if configured.compiled else None
     sync()
     recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
-                        ticks=tick_source(device))
+                        ticks=tick_source(device, polled=True))
     recorder.start()
     try:
-        latencies = timed_loop(configured.model, inputs, iterations, sync)
+        latencies = timed_loop(configured.model, inputs, iterations, sync, recorder.poll)
     finally:
         window = recorder.stop()
     if compiled_before is not None and knobs.compilations() != compiled_before:
@@ -534,7 +541,7 @@ def _generation_window(session: Session, cell: Cell, configured: knobs.Configure
     plan, folder, sync = session.plan, cell.folder(session.out), synchronizer(session.device)
     decoder = generation.Decoder(configured.model.module)
     recorder = Recorder(session.sensors, folder / runtree.SAMPLES_FILE, plan.period_s,
-                        ticks=tick_source(session.device))
+                        ticks=tick_source(session.device, polled=True))
     measured = generation.measure_window(decoder, inputs, cell.config.new_tokens, plan.warmup, sync, recorder)
     point = (cell.config, cell.size)
     if point not in session.flops:

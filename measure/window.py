@@ -5,7 +5,8 @@ pipeline, a generation loop): every sensor found (``sensors.open_sensors``) is
 sampled between two synchronous edge samples, right after the CUDA devices are
 synchronised (the one given, else every device on which this process has a
 CUDA context), with ticks every ``period_s`` in between (``recorder``: by a
-timer signal in the calling thread on the CPU, by a thread on a GPU). What it
+timer signal in the calling thread on the CPU, since no loop of the window's
+own polls for them, by a thread on a GPU). What it
 measured is written as a schema-2 run folder (``runtree``): ``power_metrics.json``
 and a ``meta.json`` with ``task: "custom"`` and the label as ``model``. There is
 no ``latency.csv``: a window times its block as a whole, not each inference

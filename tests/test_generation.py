@@ -21,7 +21,7 @@ from measure.recorder import Recorder
 pytestmark = pytest.mark.filterwarnings("ignore::analysis.AnalysisWarning")
 # a GPT-2 small enough for seconds per run on a loaded CPU, with its specials inside its vocabulary
 TINY = "hf:gpt2:n_layer=1,n_head=2,n_embd=32,n_positions=64,vocab_size=512,bos_token_id=0,eos_token_id=0"
-TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
+TICKS = pytest.mark.parametrize("ticks", ["thread", "signal", "loop"])
 
 
 # ---------------------------------------------------------------- the recorder's split sample
@@ -132,7 +132,7 @@ def test_the_loop_gives_the_tokens_of_generate_with_end_of_sequence_disabled():
     assert len(set(ours.tokens[0].tolist())) > 3  # a sequence that varies, so the comparison means something
 
 
-def test_every_token_is_timed_after_a_synchronisation_and_the_boundary_comes_after_the_first():
+def test_every_token_is_timed_after_a_synchronisation_the_boundary_after_the_first_and_polls_between():
     model = random_gpt2(eos_token_id=299)
     forwards, events = [], []
     model.register_forward_pre_hook(lambda *_: forwards.append(time.perf_counter()))
@@ -144,8 +144,10 @@ def test_every_token_is_timed_after_a_synchronisation_and_the_boundary_comes_aft
     with torch.inference_mode():
         out = generation.generate(generation.Decoder(model), torch.zeros(2, 5, dtype=torch.long), new, sync,
                                   boundary=lambda: events.append(("boundary", len(forwards))),
-                                  end=lambda: events.append(("end", len(forwards))))
-    assert events == [("sync", 1), ("boundary", 1), *[("sync", k) for k in range(2, new + 1)], ("end", new)]
+                                  end=lambda: events.append(("end", len(forwards))),
+                                  between=lambda: events.append(("between", len(forwards))))
+    steps = [event for k in range(2, new) for event in (("sync", k), ("between", k))]  # a loop tick's place
+    assert events == [("sync", 1), ("boundary", 1), *steps, ("sync", new), ("end", new)]
     assert len(forwards) == new and (out.latency_s > 0).all() and out.t_s[0] == out.latency_s[0]
     assert (np.diff(out.t_s) >= out.latency_s[1:] - 1e-9).all() and out.request_s == out.t_s[-1]
     # the cache: 2 layers x keys and values x batch 2 x 2 heads x (5 + 6 - 1 positions) x 16 dims x 4 bytes

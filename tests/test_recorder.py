@@ -47,7 +47,7 @@ def wait_for_reads(sensor, reads: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-TICKS = pytest.mark.parametrize("ticks", ["thread", "signal"])
+TICKS = pytest.mark.parametrize("ticks", ["thread", "signal", "loop"])
 
 
 @TICKS
@@ -78,7 +78,7 @@ def test_window_edges_are_synchronous_and_ticks_fill_between(tmp_path, ticks):
     assert stopping - started <= window.duration_s <= stopped - starting
     assert window.ticks == ticks
     assert 0 < window.tick_cpu_s < window.duration_s
-    expected_threads = {"MainThread"} if ticks == "signal" else {"MainThread", "power-recorder"}
+    expected_threads = {"MainThread"} if ticks != "thread" else {"MainThread", "power-recorder"}
     assert sensor.threads == expected_threads
 
 
@@ -438,3 +438,118 @@ def test_ticks_nested_in_a_signal_tick_that_writes_a_batch_keep_their_order(tmp_
     recorder.stop()
     numbers = [line["dev0.energy_j"] for line in read_lines(tmp_path / "p.json")]
     assert numbers == [float(n) for n in range(1, sensor.reads + 1)] and len(numbers) >= 5
+
+
+class Marked(RampCounter):
+    """Notes, at each tick, whether the measured work was running (``work[0]``) when the tick was taken."""
+
+    def __init__(self, work: list[bool]):
+        super().__init__()
+        self.work = work
+        self.inside: list[bool] = []
+
+    def capture_tick(self):
+        self.inside.append(self.work[0])
+        return super().capture_tick()
+
+
+def units(recorder: Recorder, work: list[bool], unit_s: float, count: int) -> int:
+    """``count`` units of busy work of ``unit_s`` each, ``recorder.poll()`` between two; the polls made."""
+    for _ in range(count):
+        work[0] = True
+        began = time.perf_counter()
+        while time.perf_counter() - began < unit_s:
+            pass
+        work[0] = False
+        recorder.poll()
+    return count
+
+
+def test_loop_ticks_are_taken_between_units_of_work_once_a_grid_point_has_passed(tmp_path, monkeypatch):
+    """With the backstop out of reach, every tick is taken by a poll, between two units of work, and at most one
+    per grid period: a poll before the next grid point takes nothing."""
+    monkeypatch.setattr("measure.recorder.BACKSTOP_PERIODS", 10**6)
+    work = [False]
+    sensor = Marked(work)
+    period_s = 0.01
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=period_s, ticks="loop")
+    recorder.start()
+    polls = units(recorder, work, 0.001, 150)
+    window = recorder.stop()
+    lines = read_lines(tmp_path / "p.json")
+    ticks = [line["t_s"] for line in lines if line["mark"] == "tick"]
+    assert window.ticks == "loop"
+    assert len(sensor.inside) == len(ticks) >= 3 and not any(sensor.inside)  # none inside a unit of work
+    assert len(ticks) <= window.duration_s / period_s + 1 < polls  # not one a poll
+    cells = [int(t // period_s) for t in ticks]
+    assert all(a < b for a, b in zip(cells, cells[1:]))  # one tick at most per grid period
+    assert cells[0] >= 1  # none before the first grid point
+
+
+def test_loop_ticks_fall_back_on_the_timer_inside_a_unit_longer_than_the_backstop(tmp_path):
+    """A unit of work without a poll for many periods gets the signal's ticks, never sooner than one and a half
+    periods after the last polled tick; polls take the ticks again after it."""
+    work = [False]
+    sensor = Marked(work)
+    period_s = 0.01
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=period_s, ticks="loop")
+    recorder.start()
+    units(recorder, work, 0.001, 50)
+    polled = len(sensor.inside)
+    work[0] = True
+    began = time.perf_counter()
+    while len(sensor.inside) < polled + 3 or time.perf_counter() - began < 5 * period_s:  # ticks, however loaded
+        pass
+    work[0] = False
+    long_unit_ticks = len(sensor.inside)
+    deadline = time.monotonic() + 60
+    while False not in sensor.inside[long_unit_ticks:]:  # the polls take the ticks again after the long unit
+        assert time.monotonic() < deadline, "the timer kept every tick after the long unit"
+        units(recorder, work, 0.001, 1)
+    recorder.stop()
+    lines = [line for line in read_lines(tmp_path / "p.json") if line["mark"] == "tick"]
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert len(lines) == len(sensor.inside) and polled >= 1 and sum(sensor.inside) >= 3
+    times = [0.0, *(line["t_s"] for line in lines)]
+    after = [False, *sensor.inside]  # the start sample is polled too: the timer is armed past it
+    # the timer is moved on at every polled tick: its first tick after one is 1.5 periods after the grid point
+    # that follows (the start's: 2.5 periods after it)
+    for k in range(1, len(times)):
+        if after[k] and not after[k - 1]:
+            assert times[k] - times[k - 1] >= (2.5 if k == 1 else 1.5) * period_s
+
+
+@pytest.mark.parametrize("ticks", ["thread", "signal"])
+def test_poll_takes_no_tick_with_other_sources_nor_after_stop(tmp_path, ticks):
+    sensor = RampCounter()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=60.0, ticks=ticks)
+    recorder.start()
+    time.sleep(0.01)
+    for _ in range(100):
+        recorder.poll()
+    recorder.stop()
+    recorder.poll()
+    assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start", "end"]
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_loop_ticks_fall_back_to_the_thread_outside_the_main_thread_and_poll_does_nothing(tmp_path):
+    windows, reads_by_poll = {}, []
+
+    def record():
+        sensor = RampCounter()
+        recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.005, ticks="loop")
+        recorder.start()
+        wait_for_reads(sensor, 3)
+        with recorder._lock:  # the thread takes no tick meanwhile
+            before = sensor.reads
+            time.sleep(0.02)
+            recorder.poll()
+            reads_by_poll.append(sensor.reads - before)
+        windows["worker"] = recorder.stop()
+
+    worker = threading.Thread(target=record)
+    worker.start()
+    worker.join()
+    assert windows["worker"].ticks == "thread (loop refused: not in the main thread)"
+    assert reads_by_poll == [0]

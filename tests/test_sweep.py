@@ -104,6 +104,8 @@ def test_meta_describes_the_run(tree):
     assert meta["host"]["torch"] and meta["host"]["cpu_model"]
     assert meta["gpu_domain"] is None and "gpu_domain_note" not in meta  # on the CPU there is none to match
     assert meta["stop_reason"] == "fixed protocol: 2 runs"
+    # on the CPU the timed loop takes the ticks between two inferences; the idle recording has no loop
+    assert meta["window"]["ticks"] == "loop"
     # every sensor used says where its figures come from; missing ones say why
     assert {d["source"] for d in meta["sensors"].values()} <= {"measured", "estimated"}
     assert "process" in meta["sensors"]
@@ -118,6 +120,7 @@ def test_cpu_energy_is_estimated_only_without_rapl(tree):
     meta = read_meta(tree / CONFIG / "input_8" / "run_0")
     idle = [json.loads(line) for line in (tree / meta["idle"]["recording"]).read_text().splitlines()]
     assert idle[0]["mark"] == "start" and idle[-1]["mark"] == "end"
+    assert {line["mark"] for line in idle[1:-1]} == {"tick"}  # the timer's, every period_s of the 0.2 s
     if "rapl" in meta["unavailable"]:
         assert meta["sensors"]["cpu_estimated"]["source"] == "estimated"
         assert "cpu_estimated.power_w" in idle[0]  # the baseline's evidence carries the estimate too
