@@ -157,35 +157,38 @@ def load_study(paths: str | Path | Sequence[str | Path], labels: Sequence[str] |
     from the cache); raises ``NoUsableRuns`` when no run is left.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    walks = readers.walk_trees(paths, labels)
-    kept = study_cache.Kept(paths, walks, labels, model, include_incomplete) if cache and paths else None
-    found = kept.read() if kept else None
-    if found is not None:
-        tables, messages = found
-        reissue(messages)
-        return Study(**tables)
-    try:
-        with captured() as messages:  # kept with the tables, issued again when they are read back
-            tables = _load(paths, walks, labels, model, include_incomplete, cache, workers, progress)
-    finally:
-        reissue(messages)
+    with parallel.Workers(workers, progress) as pool:
+        walks = readers.walk_trees(paths, labels, lambda function, chunks_: pool.map(
+            function, chunks_, sizes=[len(c) for c in chunks_], desc="listing folders", unit="folder"))
+        kept = study_cache.Kept(paths, walks, labels, model, include_incomplete) if cache and paths else None
+        found = kept.read() if kept else None
+        if found is not None:
+            tables, messages = found
+            reissue(messages)
+            return Study(**tables)
+        try:
+            with captured() as messages:  # kept with the tables, issued again when they are read back
+                tables = _load(paths, walks, labels, model, include_incomplete, cache, pool)
+        finally:
+            reissue(messages)
     if kept:
         kept.write(tables, messages)
     return Study(**tables)
 
 
 def _load(paths: list[Path], walks: list[readers.Walk], labels: Sequence[str] | None, model: str | None,
-          include_incomplete: bool, cache: bool, workers: int | None, progress: bool) -> dict[str, pd.DataFrame]:
-    """``load_study``'s tables (``runs``, ``quantities``, ``info``) from the trees of ``paths``, walked."""
+          include_incomplete: bool, cache: bool, pool: parallel.Workers) -> dict[str, pd.DataFrame]:
+    """``load_study``'s tables (``runs``, ``quantities``, ``info``) from the trees of ``paths``, walked; what
+    is read, read by ``pool``."""
     store = Cache(paths) if cache else None
-    with parallel.Workers(workers, progress) as pool:
-        def mapper(function, chunks_):
-            return pool.map(function, chunks_, sizes=[len(c) for c in chunks_], desc="reading meta.json")
-        info = readers.discover(paths, labels, model=model, include_incomplete=include_incomplete, store=store,
-                                mapper=mapper, walks=walks)
-        kept, found = store.reductions(info) if store else (chunks.combine([]), np.zeros(len(info), dtype=bool))
-        todo = chunks.split(info[~found])
-        computed = list(pool.map(chunks.reduce_chunk, todo, sizes=[len(c) for c in todo], desc="reading runs"))
+
+    def mapper(function, chunks_):
+        return pool.map(function, chunks_, sizes=[len(c) for c in chunks_], desc="reading meta.json")
+    info = readers.discover(paths, labels, model=model, include_incomplete=include_incomplete, store=store,
+                            mapper=mapper, walks=walks)
+    kept, found = store.reductions(info) if store else (chunks.combine([]), np.zeros(len(info), dtype=bool))
+    todo = chunks.split(info[~found])
+    computed = list(pool.map(chunks.reduce_chunk, todo, sizes=[len(c) for c in todo], desc="reading runs"))
     reduced = chunks.combine([kept, *computed])
     for run in info.index:  # in run order, whether just read or from the cache
         reissue(reduced.messages.get(run, []))

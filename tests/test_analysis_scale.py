@@ -36,6 +36,7 @@ def test_worker_processes_give_the_same_tables_and_warnings_as_one(tmp_path, mon
     serial, said = load(tmp_path, workers=1)
     monkeypatch.setattr(analysis.chunks, "CHUNK_BYTES", 1)  # one run per chunk
     monkeypatch.setattr(analysis.readers, "RECORDS_PER_CHUNK", 2)
+    monkeypatch.setattr(analysis.readers, "PARALLEL_WALK", 2)  # the runs' folders listed by the workers too
     parallel, said_in_parallel = load(tmp_path, workers=2)
     assert any("no 'end' sample" in m for m in said)
     assert said_in_parallel == said
@@ -206,3 +207,53 @@ def test_analysis_speed_benchmark_tiny_run(tmp_path):
         assert int(keys[f"{prefix}_runs"]) == 40 and float(keys[f"{prefix}_peak_mb"]) > 0
         assert float(keys[f"{prefix}_first_s"]) > 0 and float(keys[f"{prefix}_cached_s"]) > 0
         assert re.fullmatch(r"[\d.]+/[\d.]+/[\d.]+", keys[f"{prefix}_first_s_per_1000_runs"])
+
+
+def _varied_tree(root: Path) -> None:
+    """Runs at several depths, two studies (one nested), names in natural order, a folder without samples that
+    failed and one marked complete, a link to a folder, the analysis cache's folder."""
+    write_tree(root / "a", models=("alexnet", "resnet50"), input_sizes=(8, 16, 128), runs=2)
+    (root / "a" / "study.json").write_text("{}")
+    write_tree(root / "b", input_sizes=(32,), runs=11)
+    (root / "b" / "nested" / "study.json").parent.mkdir()
+    (root / "b" / "nested" / "study.json").write_text("{}")
+    write_tree(root / "b" / "nested", input_sizes=(64,), runs=3)
+    shallow = write_run(root / "c", run=0)
+    meta = json.loads((shallow / "meta.json").read_text())
+    for name, status in (("failed", "failed"), ("lost", "complete")):
+        (root / "c" / name).mkdir()
+        (root / "c" / name / "meta.json").write_text(json.dumps({**meta, "status": status}))
+    (root / "link").symlink_to(root / "b", target_is_directory=True)
+    write_run(root / "a" / ".analysis_cache", run=0)
+
+
+@pytest.mark.parametrize("wide", [1, 2, 3, 5, 40])
+def test_a_tree_walked_in_parallel_below_a_depth_gives_the_walk_of_one_process(tmp_path, monkeypatch, wide):
+    """Whatever the depth from which subtrees are handed to the mapper, and however they are grouped, the walk
+    is the same: the same runs in the same order with the same trees and keys, the same folders without samples
+    and the same warnings."""
+    _varied_tree(tmp_path)
+
+    def walk(mapper=map):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            walks = analysis.readers.walk_trees([tmp_path], mapper=mapper)
+        return walks, [str(w.message) for w in caught]
+
+    alone, said = walk()
+    assert sum(isinstance(entry, str) for entry in alone[0].entries) == 1 and len(said) == 1
+    assert [run.relpath for run in alone[0].runs][:3] == ["a/alexnet/input_8/run_0", "a/alexnet/input_8/run_1",
+                                                          "a/alexnet/input_16/run_0"]
+    assert len({run.tree for run in alone[0].runs}) == 5  # each model's folder holds a study.json (treegen)
+    monkeypatch.setattr(analysis.readers, "PARALLEL_WALK", wide)
+    monkeypatch.setattr(analysis.readers, "SUBTREES_PER_TASK", 2)
+    handed = []
+
+    def mapper(function, tasks):
+        handed.extend(tasks)
+        return pool.map(function, tasks)
+
+    with Workers(2, progress=False) as pool:
+        walked, said_walking = walk(mapper)
+    assert walked == alone and said_walking == said
+    assert bool(handed) == (wide < 40)  # no depth of this tree holds 40 folders: all listed in this process

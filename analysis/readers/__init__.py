@@ -116,11 +116,13 @@ def discover(paths: Sequence[Path], labels: Sequence[str] | None = None, *, mode
                  "unavailable", "phases", "root", "key", "messages"]]
 
 
-def walk_trees(paths: Sequence[Path], labels: Sequence[str] | None = None) -> list[Walk]:
+def walk_trees(paths: Sequence[Path], labels: Sequence[str] | None = None, mapper: Callable = map) -> list[Walk]:
     """The run folders under each of ``paths`` (``Walk``: each folder holding ``SAMPLES_FILE`` with the state
     of its files, ``run_key``; the incomplete folders without samples, with their status), in walk order:
-    folders in natural order of their names. Raises ``ValueError`` when the number of ``labels`` is not that
-    of ``paths`` or a path is given twice, ``NoUsableRuns`` when a path is not a folder."""
+    folders in natural order of their names. ``mapper(function, chunks)``: how the subtrees of a wide tree
+    are walked (``map``; ``analysis.parallel.Workers.map``: in worker processes). Raises ``ValueError``
+    when the number of ``labels`` is not that of ``paths`` or a path is given twice, ``NoUsableRuns`` when a
+    path is not a folder."""
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"{len(labels)} labels for {len(paths)} trees: give one label per tree")
     walks = []
@@ -130,7 +132,7 @@ def walk_trees(paths: Sequence[Path], labels: Sequence[str] | None = None) -> li
             raise NoUsableRuns(f"{root}: not a folder")
         if root.resolve() in [Path(p).resolve() for p in paths[:i]]:
             raise ValueError(f"{root}: given twice")
-        walks.append(_walk(root))
+        walks.append(_walk(root, mapper))
     return walks
 
 
@@ -183,57 +185,148 @@ class Walk(NamedTuple):
     runs: list     # the _Folder of each folder holding SAMPLES_FILE
 
 
-def _walk(root: Path) -> Walk:
+PARALLEL_WALK = 4096  # folders at one depth from which each one's subtree is walked by the mapper
+SUBTREES_PER_TASK = 64
+
+
+class _Item(NamedTuple):
+    """A folder of a walk that matters: one holding SAMPLES_FILE (``key``: its run_key), or one without it but
+    with a status in its meta.json (``key`` None). ``tree``: the folder holding the nearest study.json, None
+    for the root walked."""
+    dirpath: str
+    tree: str | None
+    ours: bool
+    key: str | None
+    status: str | None
+
+
+def _walk(root: Path, mapper: Callable = map) -> Walk:
     """The run folders under ``root`` in walk order (folders in natural order of their names), each with its
-    tree (the nearest folder holding ``study.json``, else ``root``)."""
-    entries, runs, tree_of = [], [], {}  # tree_of: folder (as walked) -> its tree
+    tree (the nearest folder holding ``study.json``, else ``root``). The folders are listed here down to the
+    first depth that holds ``PARALLEL_WALK`` of them; below, each one's subtree is walked by ``mapper``."""
+    entries, runs, trees = [], [], {None: root}
     top = os.fspath(root)
     skip = len(top) + (0 if top.endswith("/") else 1)
-    for dirpath, dirnames, filenames in _listings(top):
-        tree = tree_of.get(dirpath.rpartition("/")[0], root)  # top's subfolders: root (top as given may end in /)
-        if runtree.STUDY_FILE in filenames:
-            tree = Path(dirpath)
-        if dirnames:  # a run folder has none: its tree is never looked up
-            dirnames[:] = sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
-            tree_of[dirpath] = tree
-        if SAMPLES_FILE not in filenames:
+    for dirpath, tree, ours_, key, status in _items(top, mapper):
+        if key is None:
             folder = Path(dirpath)
-            status = runtree.read_status(folder) if runtree.META_FILE in filenames else None
             if status == runtree.COMPLETE:
                 warn(f"{folder / runtree.META_FILE}: run marked complete but {SAMPLES_FILE} is missing; run skipped")
-            elif status is not None:  # failed, or interrupted, before its window
+            else:  # failed, or interrupted, before its window
                 entries.append(f"{folder.relative_to(root)} ({status}, no samples)")
             continue
+        if tree not in trees:
+            trees[tree] = Path(tree)
         entries.append(len(runs))
-        runs.append(_Folder(root, dirpath, runtree.is_run_folder(filenames), run_key(dirpath, filenames), tree,
-                            dirpath[skip:] if dirpath != top else "."))
+        runs.append(_Folder(root, dirpath, ours_, key, trees[tree], dirpath[skip:] if dirpath != top else "."))
     return Walk(root, entries, runs)
+
+
+def _items(top: str, mapper: Callable) -> list[_Item]:
+    """The ``_Item`` of every folder under ``top`` that matters, in walk order: the first depths listed here,
+    breadth first, until one holds ``PARALLEL_WALK`` folders (or none); the subtree of each folder of that
+    depth walked by ``mapper``, ``SUBTREES_PER_TASK`` a task; then all put in walk order."""
+    listed: dict[str, tuple[list[str], list[str], str | None]] = {}  # folder -> subfolders followed, files, tree
+    level: list[tuple[str, str | None]] = [(top, None)]
+    while level and len(level) < PARALLEL_WALK:
+        below = []
+        for dirpath, tree in level:
+            listing = _listing(dirpath)
+            if listing is None:
+                continue
+            dirnames, filenames, links = listing
+            tree = dirpath if runtree.STUDY_FILE in filenames else tree
+            prefix = dirpath if dirpath.endswith("/") else f"{dirpath}/"
+            followed = [prefix + name for name in _sorted(dirnames) if name not in links]
+            listed[dirpath] = (followed, filenames, tree)
+            below += [(folder, tree) for folder in followed]
+        level = below
+    tasks = [level[at:at + SUBTREES_PER_TASK] for at in range(0, len(level), SUBTREES_PER_TASK)]
+    walked = dict(zip((dirpath for dirpath, _ in level), chain.from_iterable(mapper(_subtrees, tasks))))
+    found: list[_Item] = []
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        if dirpath in walked:
+            found += walked[dirpath]
+        elif dirpath in listed:
+            followed, filenames, tree = listed[dirpath]
+            item = _item(dirpath, filenames, tree)
+            if item is not None:
+                found.append(item)
+            stack.extend(reversed(followed))
+    return found
+
+
+def _subtrees(subtrees: list[tuple[str, str | None]]) -> list[list[_Item]]:
+    """For each ``(folder, its tree)``: the ``_Item``s of its subtree, in walk order."""
+    return [_subtree(dirpath, tree) for dirpath, tree in subtrees]
+
+
+def _subtree(top: str, tree: str | None) -> list[_Item]:
+    """The ``_Item``s of the subtree of ``top`` (whose tree is ``tree``), in walk order."""
+    found, tree_of = [], {}  # tree_of: folder (as walked) -> its tree
+    for dirpath, dirnames, filenames in _listings(top):
+        folder_tree = tree_of.get(dirpath.rpartition("/")[0], tree)
+        if runtree.STUDY_FILE in filenames:
+            folder_tree = dirpath
+        if dirnames:  # a run folder has none: its tree is never looked up
+            dirnames[:] = _sorted(dirnames)
+            tree_of[dirpath] = folder_tree
+        item = _item(dirpath, filenames, folder_tree)
+        if item is not None:
+            found.append(item)
+    return found
+
+
+def _sorted(dirnames: list[str]) -> list[str]:
+    """The subfolders to walk, in natural order of their names (the analysis cache's folder left out)."""
+    return sorted((d for d in dirnames if d != CACHE_FOLDER), key=_natural)
+
+
+def _item(dirpath: str, filenames: list[str], tree: str | None) -> _Item | None:
+    """The ``_Item`` of a folder listed, or None when it holds neither samples nor a status."""
+    if SAMPLES_FILE in filenames:
+        return _Item(dirpath, tree, runtree.is_run_folder(filenames), run_key(dirpath, filenames), None)
+    if runtree.META_FILE not in filenames:
+        return None
+    status = runtree.read_status(Path(dirpath))
+    return None if status is None else _Item(dirpath, tree, False, None, status)
+
+
+def _listing(dirpath: str) -> tuple[list[str], list[str], set[str]] | None:
+    """A folder's subfolders, files, and the subfolders that are links (``DirEntry.is_symlink``: from the
+    listing, not one more ``lstat`` of each as ``os.walk`` does); None when it cannot be listed."""
+    try:
+        with os.scandir(dirpath) as listing:
+            found = list(listing)
+    except OSError:
+        return None
+    dirnames, filenames, links = [], [], set()
+    for entry in found:
+        try:
+            folder = entry.is_dir()
+        except OSError:  # as os.walk: not a folder
+            folder = False
+        if folder:
+            dirnames.append(entry.name)
+            if entry.is_symlink():
+                links.add(entry.name)
+        else:
+            filenames.append(entry.name)
+    return dirnames, filenames, links
 
 
 def _listings(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(top)``: ``(dirpath, dirnames, filenames)`` top down, in the order of ``dirnames`` as the caller
-    leaves it; unreadable folders skipped, links to folders listed but not followed. A link is known from the
-    listing (``DirEntry.is_symlink``), not from one more ``lstat`` of each folder as ``os.walk`` does."""
+    leaves it; unreadable folders skipped, links to folders listed but not followed."""
     stack = [top]
     while stack:
         dirpath = stack.pop()
-        try:
-            with os.scandir(dirpath) as listing:
-                found = list(listing)
-        except OSError:
+        listing = _listing(dirpath)
+        if listing is None:
             continue
-        dirnames, filenames, links = [], [], set()
-        for entry in found:
-            try:
-                folder = entry.is_dir()
-            except OSError:  # as os.walk: not a folder
-                folder = False
-            if folder:
-                dirnames.append(entry.name)
-                if entry.is_symlink():
-                    links.add(entry.name)
-            else:
-                filenames.append(entry.name)
+        dirnames, filenames, links = listing
         yield dirpath, dirnames, filenames
         prefix = dirpath if dirpath.endswith("/") else f"{dirpath}/"
         stack.extend(prefix + name for name in reversed(dirnames) if name not in links)
