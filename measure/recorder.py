@@ -10,7 +10,7 @@ so that each phase is delimited by synchronous samples too.
 Between the two, a ``tick`` sample is taken every ``period_s`` on a fixed grid
 (no drift; grid points missed by a late tick are skipped, not caught up).
 A tick never runs inside another, nor inside an edge's or a split's capture: a
-grid point that falls due while one is being taken is skipped, with both sources.
+grid point that falls due while one is being taken is skipped, with every source.
 
 Three tick sources:
 

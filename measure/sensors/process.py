@@ -60,8 +60,8 @@ kernel's per-thread ``children`` lists show that this process has a child,
 and always by ``before_window()``, which the recorder calls right before each
 window: a descendant running when a window starts is read at its ``start``
 sample; one started during a window is read from the next listing (the
-recorder's thread ticks refresh before each tick; its signal ticks never do
-inside the window).  USS is read at most every ``refresh_s`` too, and never
+recorder's thread ticks refresh before each tick; its loop and signal ticks
+never do inside the window).  USS is read at most every ``refresh_s`` too, and never
 more than ``MAX_USS_DUTY`` of the time: after a read that took d seconds the
 next waits at least d / ``MAX_USS_DUTY`` (13 s for a process of 1 GiB).  Reads
 in between reuse the last list and USS.  ``refresh()`` does what is due of
