@@ -19,8 +19,8 @@ time the mean of its cycles without the slowest and the fastest 10 %
 (``TRIM``): on a shared machine a few inferences of a block are preempted by
 other programs (their latencies are skewed, a tenth of them 13 % above the
 median, a hundredth 36 %), and trimming them makes a round's ratio about
-half as noisy.  A tool whose cost lands on the inferences it overlaps still
-shows: at 0.01 s every inference holds a tick, at 0.1 s one in eight, each
+half as noisy.  A tool whose cost lands on the cycles it overlaps still
+shows: at 0.01 s every cycle holds a tick, at 0.1 s one in seven, each
 costing far less than the spread trimmed.  A rare long stall of a tool would
 be trimmed away, so the ratio of plain means is reported beside it, with
 its CI.  Blocks are short (about half a second on a 2-core CPU)
@@ -43,8 +43,9 @@ Configurations, by default:
 
 - ``ours_p<period>`` at 0.1 s and 0.01 s: ``measure.recorder.Recorder`` over
   every sensor that ``open_sensors`` finds, with the tick source the sweep
-  uses on the device (``measure.sweep.tick_source``: a timer signal in the
-  measuring thread on the CPU, a thread on a GPU), started right before the
+  uses on the device (``measure.sweep.tick_source``: on the CPU the loop's
+  ticks, taken by ``poll()`` between two inferences; a thread on a GPU),
+  started right before the
   loop and stopped right after it, as ``measure.sweep`` does, writing to a
   temporary file;
 - ``codecarbon``: ``OfflineEmissionsTracker`` (country set, no network,

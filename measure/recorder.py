@@ -26,9 +26,10 @@ Three tick sources:
   synchronisation) is taken when the call returns, so this source suits work
   on the CPU.  The handler is installed
   with restartable system calls (``SA_RESTART``), so that blocking calls in C
-  code are resumed rather than failed.  It needs the main thread and an unused
-  ``SIGALRM``; otherwise the thread is used, and ``Window.ticks`` says which
-  source ran and why.
+  code are resumed rather than failed.  It needs the main thread, an unused
+  ``SIGALRM`` and a period of at least ``MIN_SIGNAL_PERIOD_S`` (shorter ones
+  would run handlers inside handlers without end); otherwise the thread is
+  used, and ``Window.ticks`` says which source ran and why.
 - ``"loop"``: the measured loop takes the ticks itself, calling ``poll()``
   between two units of its work (inferences, decoded tokens): a tick is taken
   there once its grid point has passed, so that nothing interrupts the model
@@ -37,11 +38,11 @@ Three tick sources:
   within it are skipped.  The signal's timer stays as a backstop: a grid point
   that no poll has taken one and a half periods after it falls due is taken
   by the timer, which then ticks every period (half a period after each grid
-  point) until a poll takes a tick again.  So units of work shorter than one
-  and a half periods are never interrupted, and longer ones, or a window
-  whose code does not poll, get the signal's ticks.  It needs what the signal
-  needs; where the signal is refused, the thread runs and ``poll()`` does
-  nothing.
+  point) until the next poll moves it back behind the polls.  So a unit of
+  work shorter than one and a half periods is never interrupted, and longer
+  ones, or a window whose code does not poll, get the signal's ticks.  It
+  needs what the signal needs; where the signal is refused, the thread runs
+  and ``poll()`` does nothing.
 
 A tick does the least it can inside the window: it notes the clocks and takes
 each sensor's raw reading (``capture_tick()`` or ``capture()``, see
@@ -78,6 +79,7 @@ from .sensors.base import Sensor, SensorError
 
 TICK_SOURCES = ("thread", "signal", "loop")
 BACKSTOP_PERIODS = 1.5  # loop ticks: a grid point no poll took this many periods after it is the timer's
+MIN_SIGNAL_PERIOD_S = 0.001  # signal and loop ticks: shorter periods would nest handlers without end
 FLUSH_EVERY = 1000  # ticks kept before a batch is written during the window
 
 
@@ -161,8 +163,8 @@ class Recorder:
         self._start_utc = ""
         self._ticks_used = ticks
         self._tick_cpu_s = 0.0
-        self._signal_state: list = [False, 0.0, 0.0]  # the signal ticks': whether they run, their CPU seconds,
-        # the instant (perf_counter) of the next grid point
+        self._signal_state: list = [False, 0.0, 0.0, False]  # the signal ticks': whether they run, their CPU
+        # seconds, the instant (perf_counter) of the next grid point, whether the timer took the last tick
         self._poll: Callable[[], None] = _nothing  # what poll() does: a loop tick when one is due, else nothing
         self._samples = 0
         self._gaps = 0
@@ -185,11 +187,13 @@ class Recorder:
         self._pending = []
         self._samples = self._gaps = 0
         self._tick_cpu_s = 0.0
-        self._signal_state = [False, 0.0, 0.0]
+        self._signal_state = [False, 0.0, 0.0, False]
         self.first_error = None
         self._tick_error = None
         self._ticks_used = self.ticks
         refusal = signal_ticks_refusal() if self.ticks != "thread" else None
+        if self.ticks != "thread" and self.period_s < MIN_SIGNAL_PERIOD_S:
+            refusal = f"a period below {MIN_SIGNAL_PERIOD_S} s"
         if refusal:
             self._ticks_used = f"thread ({self.ticks} refused: {refusal})"
         self._prepare(window_start=True)
@@ -200,8 +204,9 @@ class Recorder:
         self._start_utc = utc_text(start[2])
         if self._ticks_used in ("signal", "loop"):
             handler, poll = self._signal_ticks()
-            self._previous_handler = signal.signal(signal.SIGALRM, handler)
-            self._armed = "signal"
+            self._previous_handler = signal.getsignal(signal.SIGALRM)
+            self._armed = "signal"  # first: a Ctrl-C from here on still finds the handler to restore
+            signal.signal(signal.SIGALRM, handler)
             signal.siginterrupt(signal.SIGALRM, False)  # restart interrupted system calls rather than fail them
             if self._ticks_used == "loop":
                 self._poll = poll
@@ -276,8 +281,10 @@ class Recorder:
             self._thread.join()
             self._thread = None
         elif self._armed == "signal":
-            signal.setitimer(signal.ITIMER_REAL, 0, 0)
-            signal.signal(signal.SIGALRM, self._previous_handler)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            finally:
+                signal.signal(signal.SIGALRM, self._previous_handler)
         self._armed = None
 
     def _run(self) -> None:
@@ -310,13 +317,17 @@ class Recorder:
 
         The loop's tick compares the clock with the next grid point, takes the tick through the handler
         when it has passed, then moves the timer's next tick (the backstop) to ``BACKSTOP_PERIODS`` periods
-        after the grid point that follows."""
+        after the grid point that follows; the first poll after a tick of the timer's moves it there too.
+        With loop ticks the handler takes no tick before the next grid point (a timer that fired while a
+        poll took the tick)."""
         pending, captures, flush_every = self._pending, self._tick_captures, self.flush_every
         acquire, release = self._lock.acquire, self._lock.release
         perf_counter, wall, thread_time, setitimer = time.perf_counter, time.time, time.thread_time, signal.setitimer
         t0, period_s, backstop_s = self._t0, self.period_s, BACKSTOP_PERIODS * self.period_s
-        state = self._signal_state  # [whether ticks run, CPU seconds of the ticks, the next grid point]
-        state[0], state[2] = True, t0 + period_s
+        loop = self._ticks_used == "loop"
+        # [whether ticks run, CPU seconds of the ticks, the next grid point, whether the timer took the last tick]
+        state = self._signal_state
+        state[0], state[2], state[3] = True, t0 + period_s, False
         writing = False
 
         def on_signal(signum, frame) -> None:
@@ -328,8 +339,10 @@ class Recorder:
                 return
             try:
                 t = perf_counter()
+                if loop and t < state[2]:  # a poll took this grid point's tick a moment ago
+                    return
                 pending.append(("tick", t, wall(), read_all(captures)))
-                state[2] = t0 + ((t - t0) // period_s + 1) * period_s
+                state[2], state[3] = t0 + ((t - t0) // period_s + 1) * period_s, signum is not None
             except Exception as error:  # noqa: BLE001 - a sensor's bug: stop() raises it, not the measured work
                 self._tick_error, state[0] = error, False
             finally:
@@ -348,9 +361,14 @@ class Recorder:
             state[1] += thread_time() - cpu
 
         def on_poll() -> None:
-            if perf_counter() < state[2] or not state[0]:
+            if not state[0]:
                 return
-            on_signal(signal.SIGALRM, None)
+            if perf_counter() < state[2]:
+                if state[3]:  # the timer took the last tick: its next one goes back behind the polls
+                    state[3] = False
+                    setitimer(signal.ITIMER_REAL, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
+                return
+            on_signal(None, None)
             if state[0]:
                 setitimer(signal.ITIMER_REAL, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
 

@@ -163,10 +163,14 @@ def test_the_window_holds_one_request_with_its_boundary(tmp_path):
     start, stop = recorder.start, recorder.stop
     recorder.start = lambda: (start(), edges.append(time.perf_counter()))
     recorder.stop = lambda: (edges.append(time.perf_counter()), stop())[1]
+    polls, poll = [], recorder.poll
+    recorder.poll = lambda: (polls.append(time.perf_counter()), poll())
     inputs = ModelInputs((), {"input_ids": torch.zeros(2, 5, dtype=torch.long)})
     with torch.inference_mode():
         measured = generation.measure_window(generation.Decoder(model), inputs, 4, 2, lambda: None, recorder)
     assert len(stamps) == 3 * 4 and len(edges) == 2
+    # the loop polls for a tick between two decode steps of the measured request: after the second and third token
+    assert len(polls) == 2 and stamps[-3] < polls[0] < stamps[-2] < polls[1] < stamps[-1]
     inside = [t for t in stamps if edges[0] <= t <= edges[1]]
     assert inside == stamps[-4:]  # the warm-up requests before the window, the measured one inside
     marks = [line["mark"] for line in read_lines(tmp_path / "p.json")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 
@@ -441,15 +442,18 @@ def test_ticks_nested_in_a_signal_tick_that_writes_a_batch_keep_their_order(tmp_
 
 
 class Marked(RampCounter):
-    """Notes, at each tick, whether the measured work was running (``work[0]``) when the tick was taken."""
+    """Notes, at each tick, whether the measured work was running (``work[0]``) and whether the timer's handler
+    took the tick (the ``signum`` its caller got: None from a poll)."""
 
     def __init__(self, work: list[bool]):
         super().__init__()
         self.work = work
         self.inside: list[bool] = []
+        self.by_timer: list[bool] = []
 
     def capture_tick(self):
         self.inside.append(self.work[0])
+        self.by_timer.append(sys._getframe(2).f_locals["signum"] is not None)  # capture_tick < read_all < tick
         return super().capture_tick()
 
 
@@ -480,6 +484,7 @@ def test_loop_ticks_are_taken_between_units_of_work_once_a_grid_point_has_passed
     ticks = [line["t_s"] for line in lines if line["mark"] == "tick"]
     assert window.ticks == "loop"
     assert len(sensor.inside) == len(ticks) >= 3 and not any(sensor.inside)  # none inside a unit of work
+    assert not any(sensor.by_timer)
     assert len(ticks) <= window.duration_s / period_s + 1 < polls  # not one a poll
     cells = [int(t // period_s) for t in ticks]
     assert all(a < b for a, b in zip(cells, cells[1:]))  # one tick at most per grid period
@@ -501,17 +506,20 @@ def test_loop_ticks_fall_back_on_the_timer_inside_a_unit_longer_than_the_backsto
     while len(sensor.inside) < polled + 3 or time.perf_counter() - began < 5 * period_s:  # ticks, however loaded
         pass
     work[0] = False
+    recorder.poll()  # right after a tick of the timer's: none due, the timer goes back behind the polls
+    assert signal.getitimer(signal.ITIMER_REAL)[0] > period_s
     long_unit_ticks = len(sensor.inside)
     deadline = time.monotonic() + 60
-    while False not in sensor.inside[long_unit_ticks:]:  # the polls take the ticks again after the long unit
+    while False not in sensor.by_timer[long_unit_ticks:]:  # the polls take the ticks again after the long unit
         assert time.monotonic() < deadline, "the timer kept every tick after the long unit"
         units(recorder, work, 0.001, 1)
     recorder.stop()
     lines = [line for line in read_lines(tmp_path / "p.json") if line["mark"] == "tick"]
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert len(lines) == len(sensor.inside) and polled >= 1 and sum(sensor.inside) >= 3
+    assert all(by_timer for by_timer, inside in zip(sensor.by_timer, sensor.inside) if inside)
     times = [0.0, *(line["t_s"] for line in lines)]
-    after = [False, *sensor.inside]  # the start sample is polled too: the timer is armed past it
+    after = [False, *sensor.by_timer]  # the start sample is polled too: the timer is armed past it
     # the timer is moved on at every polled tick: its first tick after one is 1.5 periods after the grid point
     # that follows (the start's: 2.5 periods after it)
     for k in range(1, len(times)):
@@ -553,3 +561,46 @@ def test_loop_ticks_fall_back_to_the_thread_outside_the_main_thread_and_poll_doe
     worker.join()
     assert windows["worker"].ticks == "thread (loop refused: not in the main thread)"
     assert reads_by_poll == [0]
+
+
+def test_the_timer_takes_no_tick_that_a_poll_has_just_taken(tmp_path, monkeypatch):
+    """A timer that fires while a poll takes a grid point's tick (its handler runs right after) takes no second
+    one: one tick at most per grid period, whoever takes it."""
+    monkeypatch.setattr("measure.recorder.BACKSTOP_PERIODS", 10**6)
+    period_s = 1.0
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=period_s, ticks="loop")
+    recorder.start()
+    time.sleep(1.05 * period_s)
+    recorder.poll()  # takes the first grid point's tick
+    signal.getsignal(signal.SIGALRM)(signal.SIGALRM, None)  # the timer's handler, as if it had fired meanwhile
+    recorder.stop()
+    assert [line["mark"] for line in read_lines(tmp_path / "p.json")] == ["start", "tick", "end"]
+
+
+@pytest.mark.parametrize("ticks", ["signal", "loop"])
+def test_a_period_shorter_than_a_millisecond_falls_back_to_the_thread(tmp_path, ticks):
+    sensor = RampCounter()
+    recorder = Recorder([sensor], tmp_path / "p.json", period_s=0.0001, ticks=ticks)
+    recorder.start()
+    wait_for_reads(sensor, 5)
+    window = recorder.stop()
+    assert window.ticks == f"thread ({ticks} refused: a period below 0.001 s)"
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+
+
+def test_an_interrupt_right_after_the_handler_is_installed_leaves_it_restored(tmp_path, monkeypatch):
+    real = signal.signal
+
+    def installs_then_interrupted(signum, handler):
+        previous = real(signum, handler)
+        if handler is not signal.SIG_DFL:
+            raise KeyboardInterrupt
+        return previous
+
+    monkeypatch.setattr("measure.recorder.signal.signal", installs_then_interrupted)
+    recorder = Recorder([RampCounter()], tmp_path / "p.json", period_s=0.005, ticks="loop")
+    with pytest.raises(KeyboardInterrupt):
+        recorder.start()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

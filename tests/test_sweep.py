@@ -139,8 +139,9 @@ def test_window_matches_the_timed_loop(tree):
 
 
 def test_the_window_holds_the_timed_loop_and_nothing_else(tmp_path, monkeypatch):
-    """Every call of the model is stamped; between the recorder's start and stop lie exactly the timed ones."""
-    edges = []
+    """Every call of the model is stamped; between the recorder's start and stop lie exactly the timed ones, and
+    the loop polls for a tick after each (on the CPU the loop takes the ticks)."""
+    edges, polls = [], []
 
     class Edges(sweep.Recorder):
         def start(self):
@@ -151,6 +152,10 @@ def test_the_window_holds_the_timed_loop_and_nothing_else(tmp_path, monkeypatch)
             edges.append(time.perf_counter())
             return super().stop()
 
+        def poll(self):
+            polls.append(time.perf_counter())
+            super().poll()
+
     monkeypatch.setattr(sweep, "Recorder", Edges)
     calls = []
     run_study(small_plan("tiny", sizes=(8,), iterations=5, warmup=3, idle_s=0), tmp_path / "t",
@@ -158,7 +163,12 @@ def test_the_window_holds_the_timed_loop_and_nothing_else(tmp_path, monkeypatch)
     stamps = [call[0] for call in calls]
     assert len(edges) == 4 and len(stamps) == 2 * (3 + 5) + 1  # warm-up and timed calls of 2 runs, FLOPs counted once
     for start, stop in (edges[:2], edges[2:]):
-        assert len([t for t in stamps if start <= t <= stop]) == 5
+        inside = [t for t in stamps if start <= t <= stop]
+        polled = [t for t in polls if start <= t <= stop]
+        assert len(inside) == len(polled) == 5
+        assert all(call < poll for call, poll in zip(inside, polled))  # each poll after its inference
+        assert all(poll < call for poll, call in zip(polled, inside[1:]))  # and before the next
+    assert len(polls) == 10  # none outside the windows
 
 
 def test_the_analysis_reads_the_tree(tree):
