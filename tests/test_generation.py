@@ -21,6 +21,7 @@ from measure.recorder import Recorder
 pytestmark = pytest.mark.filterwarnings("ignore::analysis.AnalysisWarning")
 # a GPT-2 small enough for seconds per run on a loaded CPU, with its specials inside its vocabulary
 TINY = "hf:gpt2:n_layer=1,n_head=2,n_embd=32,n_positions=64,vocab_size=512,bos_token_id=0,eos_token_id=0"
+# "loop" without polls: its backstop timer takes every tick (the polled ticks have tests of their own)
 TICKS = pytest.mark.parametrize("ticks", ["thread", "signal", "loop"])
 
 

@@ -48,6 +48,7 @@ def wait_for_reads(sensor, reads: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.005)
 
 
+# "loop" without polls: its backstop timer takes every tick (the polled ticks have tests of their own)
 TICKS = pytest.mark.parametrize("ticks", ["thread", "signal", "loop"])
 
 

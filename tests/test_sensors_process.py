@@ -201,6 +201,7 @@ def test_ticks_read_memory_at_most_every_memory_interval_but_the_cpu_clock_every
 # machine's speed or load.
 
 SPIN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass"
+# "loop" without polls: its backstop timer takes every tick (the polled ticks have tests of their own)
 TICKS = pytest.mark.parametrize("ticks", ["thread", "signal", "loop"])
 TOLERANCE_S = 0.03  # clock ticks (10 ms) of the readings compared
 
