@@ -322,7 +322,8 @@ class Recorder:
         poll took the tick)."""
         pending, captures, flush_every = self._pending, self._tick_captures, self.flush_every
         acquire, release = self._lock.acquire, self._lock.release
-        perf_counter, wall, thread_time, setitimer = time.perf_counter, time.time, time.thread_time, signal.setitimer
+        perf_counter, wall, thread_time = time.perf_counter, time.time, time.thread_time
+        setitimer, real_timer = signal.setitimer, signal.ITIMER_REAL
         t0, period_s, backstop_s = self._t0, self.period_s, BACKSTOP_PERIODS * self.period_s
         loop = self._ticks_used == "loop"
         # [whether ticks run, CPU seconds of the ticks, the next grid point, whether the timer took the last tick]
@@ -360,17 +361,20 @@ class Recorder:
                 state[0] = state[0] and self._tick_error is None
             state[1] += thread_time() - cpu
 
+        def backstop() -> None:  # the timer's next tick: BACKSTOP_PERIODS after the next grid point
+            setitimer(real_timer, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
+
         def on_poll() -> None:
             if not state[0]:
                 return
             if perf_counter() < state[2]:
                 if state[3]:  # the timer took the last tick: its next one goes back behind the polls
                     state[3] = False
-                    setitimer(signal.ITIMER_REAL, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
+                    backstop()
                 return
             on_signal(None, None)
             if state[0]:
-                setitimer(signal.ITIMER_REAL, max(state[2] + backstop_s - perf_counter(), 1e-6), period_s)
+                backstop()
 
         return on_signal, on_poll
 
